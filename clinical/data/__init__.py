@@ -1,0 +1,1 @@
+"""Torch datasets over a manifest and split, MONAI transform presets, caching."""

@@ -1,0 +1,1 @@
+"""Flower client and server apps for federated training."""

@@ -1,0 +1,1 @@
+"""Model factory and registry, layer groups, pretrained-weight loading, self-supervised pretraining."""

@@ -1,0 +1,1 @@
+"""Patient-level and site-held-out splits, and the leakage audit."""

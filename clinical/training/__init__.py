@@ -1,0 +1,1 @@
+"""Fine-tuning engine: freezing schedule, parameter groups, mixing, checkpoints, AMP, DDP."""

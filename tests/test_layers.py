@@ -1,0 +1,58 @@
+"""The layer contract of DESIGN.md, checked by import-linter rather than good intentions."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(cwd / "pyproject.toml"), "--no-cache"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PATH": str(LINT_IMPORTS.parent), "PYTHONPATH": str(cwd)},
+        check=False,
+    )
+
+
+def test_the_tree_keeps_its_layers():
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def tree_copy(tmp_path: Path) -> Path:
+    """The packages and the contract, copied so a forbidden import can be planted."""
+    for package in ("clinical", "pipelines"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("module", "statement", "contract"),
+    [
+        ("clinical/cohort/__init__.py", "import clinical.training", "Layers"),
+        ("clinical/models/__init__.py", "import mlflow", "Only clinical.tracking imports mlflow"),
+        ("pipelines/__init__.py", "import mlflow", "Only clinical.tracking imports mlflow"),
+        ("clinical/training/__init__.py", "import prefect", "clinical never imports prefect or pipelines"),
+        ("clinical/tracking/__init__.py", "import pipelines", "clinical never imports prefect or pipelines"),
+    ],
+)
+def test_a_planted_forbidden_import_breaks_the_contract(tree_copy: Path, module: str, statement: str, contract: str):
+    target = tree_copy / module
+    target.write_text(target.read_text() + f"\n{statement}  # planted by the test\n")
+    result = _lint_imports(tree_copy)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout
+    broken = [line for line in result.stdout.splitlines() if "BROKEN" in line]
+    assert any(contract in line for line in broken), result.stdout
