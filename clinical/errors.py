@@ -14,6 +14,7 @@ __all__ = [
     "InvalidSeriesError",
     "LeakageError",
     "ManifestError",
+    "PredictionsError",
     "UnsupportedFileError",
     "WeightsError",
 ]
@@ -29,6 +30,10 @@ class ConfigurationError(ClinicalError, ValueError):
 
 class ManifestError(ClinicalError, ValueError):
     """A cohort manifest or split table does not follow its schema."""
+
+
+class PredictionsError(ClinicalError, ValueError):
+    """A predictions table (one row per item, class probabilities) does not follow its schema."""
 
 
 class IngestError(ClinicalError, ValueError):

@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from clinical import __version__
-from clinical.cli import synth
+from clinical.cli import audit, ingest, pretrain, split, synth, train
 from clinical.errors import ClinicalError
 
 __all__ = ["main"]
 
 #: Sub-command modules, in the order of the data flow.
-COMMANDS = (synth,)
+COMMANDS = (synth, ingest, split, audit, pretrain, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,1 +1,76 @@
-"""MLflow: the training callback, the pyfunc model, the registry and promotion. The only place that imports mlflow."""
+"""MLflow: the training callback, the pyfunc model, the registry and promotion. The only place that imports mlflow.
+
+Importing this package also teaches ``clinical.models.create_model`` to take
+``pretrained="models:/NAME@alias"``.
+"""
+
+from __future__ import annotations
+
+from clinical.tracking import weights  # noqa: F401 - registers the models:/ weights loader
+from clinical.tracking.callback import MlflowCallback, dataset_input, fit_plots, start_parent_run
+from clinical.tracking.outbox import Outbox, replay_outbox
+from clinical.tracking.pyfunc import FILE_COLUMN, ClassifierPyfunc, InvalidRequestError, save_classifier
+from clinical.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    GateDecision,
+    alias_version,
+    apply_gate,
+    decide_promotion,
+    register_run_model,
+    set_alias,
+    site_alias,
+)
+from clinical.tracking.runs import (
+    CrossValidation,
+    FoldRun,
+    RegisteredModel,
+    cross_validate_tracked,
+    finish_cross_validation,
+    format_summary,
+    load_registered,
+    outer_folds,
+    predict_registered,
+    register_best_fold,
+    start_cross_validation,
+    train_fold,
+)
+from clinical.tracking.server import LocalMlflowServer, TrackingUnavailableError, require_tracking_server, run_url
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "FILE_COLUMN",
+    "ClassifierPyfunc",
+    "CrossValidation",
+    "FoldRun",
+    "GateDecision",
+    "InvalidRequestError",
+    "LocalMlflowServer",
+    "MlflowCallback",
+    "Outbox",
+    "RegisteredModel",
+    "TrackingUnavailableError",
+    "alias_version",
+    "apply_gate",
+    "cross_validate_tracked",
+    "dataset_input",
+    "decide_promotion",
+    "finish_cross_validation",
+    "fit_plots",
+    "format_summary",
+    "load_registered",
+    "outer_folds",
+    "predict_registered",
+    "register_best_fold",
+    "register_run_model",
+    "replay_outbox",
+    "require_tracking_server",
+    "run_url",
+    "save_classifier",
+    "set_alias",
+    "site_alias",
+    "start_cross_validation",
+    "start_parent_run",
+    "train_fold",
+]

@@ -1,0 +1,132 @@
+"""Ingest throughput on a generated tree of small DICOM files, against a plain ``pydicom.dcmread`` loop.
+
+The tree: ``BENCH_INGEST_FILES`` (default 10,000) copies of one 64×64 CT slice with
+new UIDs, grouped into series of 20 slices (so grouping into volumes is exercised),
+under three site folders. Each run is in a fresh process, so its peak RSS is its own:
+
+- ``ingest_header_scan``: our scan stage (content digest, format detection,
+  header-only read; ``IngestReport.seconds["scan"]`` of the full run below) vs
+  ``dcmread(stop_before_pixels=True)`` in a loop;
+- ``ingest_full``: the whole ingest (scan, grouping, decoding, windowing, ``.npy``
+  cache, manifest) with the default workers vs ``dcmread`` + ``pixel_array`` in a loop
+  (which caches nothing and writes nothing);
+- ``ingest_full_one_process``: the same with ``workers=0``, so the ratio is per core.
+
+Files/s for both, their ratio, and peak RSS (MiB) of the measuring process and of
+its largest worker. Run with ``python -m benchmarks bench_ingest``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from benchmarks.report import emit
+
+FILES = int(os.environ.get("BENCH_INGEST_FILES", "10000"))
+SLICES_PER_SERIES = 20
+
+
+def make_tree(root: Path, files: int) -> list[Path]:
+    """Write ``files`` 64×64 CT slices with fresh UIDs; return their paths."""
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    template.set_pixel_data(np.random.default_rng(0).integers(0, 2000, (64, 64), dtype=np.uint16), "MONOCHROME2", 12)
+    template.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    paths = []
+    series_uid = study_uid = None
+    for index in range(files):
+        slice_index = index % SLICES_PER_SERIES
+        if slice_index == 0:
+            series_uid, study_uid = generate_uid(), generate_uid()
+            patient = f"BENCH{index // SLICES_PER_SERIES:06d}"
+        template.PatientID = patient
+        template.StudyInstanceUID, template.SeriesInstanceUID = study_uid, series_uid
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.ImagePositionPatient = [0.0, 0.0, 2.5 * slice_index]
+        path = root / f"site{index % 3}" / series_uid[-12:] / f"{template.SOPInstanceUID[-16:]}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        template.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _peak_rss_mib() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def _measure(kind: str, tree: str, out: str, queue) -> None:
+    paths = sorted(Path(tree).rglob("*.dcm"))
+    start = time.perf_counter()
+    scan_seconds = float("nan")
+    if kind in ("ours", "ours_one_process"):
+        from clinical.ingest import ingest
+
+        report = ingest(tree, out, key="bench-key", workers=0 if kind == "ours_one_process" else None, progress=False)
+        if report.ingested != len(paths):
+            raise RuntimeError(f"expected {len(paths)} files ingested, got {report.summary()}")
+        scan_seconds = report.seconds["scan"]
+    elif kind == "header_loop":
+        for path in paths:
+            pydicom.dcmread(path, stop_before_pixels=True)
+    elif kind == "pixel_loop":
+        for path in paths:
+            _ = pydicom.dcmread(path).pixel_array
+    seconds = time.perf_counter() - start
+    queue.put({"files_per_s": len(paths) / seconds, "scan_files_per_s": len(paths) / scan_seconds,
+               "rss": _peak_rss_mib()})
+
+
+def measure(kind: str, tree: Path, out: Path) -> dict:
+    """files/s and peak RSS (own, largest child) of one measurement in a fresh process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_measure, args=(kind, str(tree), str(out), queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    if process.exitcode:
+        raise RuntimeError(f"measurement {kind} failed with exit code {process.exitcode}")
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "tree"
+        start = time.perf_counter()
+        make_tree(tree, FILES)
+        print(f"# generated {FILES} DICOM files in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        workers = min(os.cpu_count() or 1, 8)
+        cohort = Path(scratch) / "cohort"
+        ours = measure("ours", tree, cohort)
+        serial = measure("ours_one_process", tree, cohort)
+        headers = measure("header_loop", tree, cohort)
+        pixels = measure("pixel_loop", tree, cohort)
+        common = {"files": FILES, "cpus": os.cpu_count()}
+        emit("ingest_header_scan", ours=round(ours["scan_files_per_s"], 1), baseline=round(headers["files_per_s"], 1),
+             unit="files/s", higher_is_better=True, workers=workers, peak_rss_mib_baseline=round(headers["rss"][0], 1),
+             **common)
+        for name, run, count in (("ingest_full", ours, workers), ("ingest_full_one_process", serial, 0)):
+            emit(name, ours=round(run["files_per_s"], 1), baseline=round(pixels["files_per_s"], 1), unit="files/s",
+                 higher_is_better=True, workers=count, peak_rss_mib_ours=round(run["rss"][0], 1),
+                 peak_rss_mib_ours_worker=round(run["rss"][1], 1), peak_rss_mib_baseline=round(pixels["rss"][0], 1),
+                 **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``clinical audit``: check a split for leakage and report what an item-level split would have cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "audit",
+        help="check a split for leakage",
+        description=(
+            "Check that no patient, study or series takes two roles in a fold, list near-duplicate images "
+            "across roles, and with --inflation measure how much an item-level split would overstate AUROC. "
+            "Exit status 1 when the split leaks."
+        ),
+    )
+    parser.add_argument("cohort", type=Path, help="cohort folder (holds manifest.parquet)")
+    parser.add_argument("--split", type=Path, required=True, help="split file written by `clinical split`")
+    parser.add_argument(
+        "--inflation", action="store_true", help="train a quick model under item- and patient-level splits"
+    )
+    parser.add_argument("--report", type=Path, default=None, help="JSON report to write (default: SPLIT.audit.json)")
+    parser.add_argument(
+        "--max-distance", type=int, default=4, help="near duplicate: hashes differ in <= this many bits"
+    )
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of patients for the CI")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clinical.cohort import read_manifest
+    from clinical.splits import audit_split, format_report, read_split
+
+    manifest = read_manifest(args.cohort)
+    split, meta = read_split(args.split)
+    report = audit_split(
+        manifest,
+        split,
+        args.cohort,
+        meta=meta,
+        inflation=args.inflation,
+        max_distance=args.max_distance,
+        n_boot=args.n_boot,
+    )
+    path = args.report or args.split.with_suffix(".audit.json")
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(format_report(report))
+    print(f"wrote {path}")
+    return 0 if report["passed"] else 1

@@ -1,0 +1,65 @@
+"""``clinical ingest SOURCE... --out COHORT``: files to a PHI-free cohort manifest."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``ingest`` sub-command to the ``clinical`` parser."""
+    parser = sub.add_parser(
+        "ingest",
+        help="ingest DICOM, NIfTI, whole slides and photographs into a cohort",
+        description="Ingest folders or files into a cohort folder (manifest.parquet, rejections.parquet, arrays/). "
+        "Reruns are incremental. Prints 'ingested + rejected = found' at the end.",
+    )
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="folders (walked) or files")
+    parser.add_argument("--out", required=True, type=Path, metavar="COHORT", help="cohort folder to write")
+    parser.add_argument("--labels", type=Path, metavar="LABELS.csv", help="labels CSV (label + file/series_uid/...)")
+    parser.add_argument("--sites", type=Path, metavar="SITES.csv", help="sites CSV (site + file/folder/...)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (0: in this process; default: CPUs)")
+    parser.add_argument("--target-spacing", type=float, nargs="+", metavar="MM", help="resample to this spacing")
+    parser.add_argument("--target-size", type=int, nargs="+", metavar="PX", help="resample to this size")
+    parser.add_argument("--ct-window", default="soft_tissue", help="soft_tissue, brain, lung, bone or header")
+    parser.add_argument("--tile-size", type=int, default=224, help="slide tile side in pixels")
+    parser.add_argument("--tile-level", type=int, default=0, help="slide pyramid level to tile")
+    parser.add_argument("--max-tiles-per-slide", type=int, default=200, help="cap on tiles per slide")
+    parser.add_argument("--photo-tile", type=int, default=None, help="cut larger photographs into tiles of this size")
+    parser.add_argument("--site-depth", type=int, default=0, help="folder depth below SOURCE that names the site")
+    parser.add_argument(
+        "--site-from", choices=("institution", "folder"), default="institution",
+        help="DICOM site from InstitutionName (default) or from the folder like other files",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Ingest and print the invariant; exit code 0 even when files were rejected (they are listed)."""
+    from clinical.ingest import ingest
+
+    report = ingest(
+        args.sources,
+        args.out,
+        labels=args.labels,
+        sites=args.sites,
+        workers=args.workers,
+        target_spacing=args.target_spacing,
+        target_size=args.target_size,
+        ct_window=args.ct_window,
+        tile_size=args.tile_size,
+        tile_level=args.tile_level,
+        max_tiles_per_slide=args.max_tiles_per_slide,
+        photo_tile=args.photo_tile,
+        site_depth=args.site_depth,
+        site_from=args.site_from,
+    )
+    print(f"cohort {report.cohort} (digest {report.digest[:12]})")
+    if report.rejected:
+        stages = ", ".join(f"{n} at {stage}" for stage, n in sorted(report.rejections_by_stage.items()))
+        print(f"rejections ({stages}): see {report.cohort / 'rejections.parquet'}")
+    print(report.summary())
+    return 0

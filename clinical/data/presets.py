@@ -1,0 +1,145 @@
+"""MONAI dictionary-transform presets, one per item kind, for training and evaluation.
+
+Every preset starts with the same deterministic part (to float32 tensor,
+resize to the target size, per-image channel-wise z-score), which the dataset
+caches; training presets add random augmentation chosen for what is
+anatomically or physically sensible for the kind:
+
+- ``image`` (radiographs, CT/PET slices): small rotation, scale and shift; **no flips**
+  (the heart is on the left; laterality markers), intensity jitter, noise.
+- ``volume`` (CT/MR/PET volumes, ``(C, D, H, W)``): small 3D rotation and scale,
+  left–right flip (last axis), intensity jitter, noise.
+- ``tile`` (whole-slide tissue tiles): flips on both axes and 90° rotations (tissue
+  has no orientation), per-channel intensity jitter for stain variation, noise.
+- ``photo`` (papyri, fundus and other photographs): small rotation and scale,
+  **no flips** (script characters are chiral), per-channel intensity jitter, noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    NormalizeIntensityd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+)
+
+from clinical.cohort.manifest import ITEM_KINDS
+from clinical.errors import ConfigurationError
+
+__all__ = ["DEFAULT_SIZES", "preset", "spatial_dims_of"]
+
+KEY = "image"
+
+#: Target spatial size per kind when none is given (pixels; voxels D, H, W for volumes).
+DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
+    "image": (224, 224),
+    "volume": (64, 128, 128),
+    "tile": (224, 224),
+    "photo": (224, 224),
+}
+
+
+def spatial_dims_of(kind: str) -> int:
+    """2 for images, tiles and photos; 3 for volumes."""
+    _check_kind(kind)
+    return 3 if kind == "volume" else 2
+
+
+def preset(kind: str, *, train: bool, size: int | Sequence[int] | None = None) -> Compose:
+    """The transform chain for one item kind.
+
+    Parameters
+    ----------
+    kind
+        One of ``clinical.cohort.manifest.ITEM_KINDS``.
+    train
+        Add random augmentation after the deterministic part.
+    size
+        Target spatial size in pixels (voxels for volumes); an int is used on
+        every spatial axis; ``DEFAULT_SIZES[kind]`` when ``None``.
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown kind or a size of the wrong length or sign.
+    """
+    dims = spatial_dims_of(kind)
+    size = _check_size(size if size is not None else DEFAULT_SIZES[kind], dims)
+    steps = [
+        EnsureTyped(keys=KEY, data_type="tensor", dtype=torch.float32),
+        Resized(keys=KEY, spatial_size=size, mode="area" if dims == 2 else "trilinear"),
+        NormalizeIntensityd(keys=KEY, channel_wise=True),
+        _plain_tensor(),
+    ]
+    if train:
+        steps += [*_augmentation(kind, size), _plain_tensor()]
+    return Compose(steps)
+
+
+def _plain_tensor() -> EnsureTyped:
+    """Drop MONAI's metadata: batches of plain tensors collate and train faster."""
+    return EnsureTyped(keys=KEY, data_type="tensor", dtype=torch.float32, track_meta=False)
+
+
+def _augmentation(kind: str, size: tuple[int, ...]) -> list:
+    degrees = math.radians
+    shift = tuple(0.05 * s for s in size)  # up to 5 % of the side, in pixels
+    noise = RandGaussianNoised(keys=KEY, prob=0.3, std=0.05)
+    if kind == "image":
+        return [
+            RandAffined(keys=KEY, prob=0.7, rotate_range=degrees(10), scale_range=0.1, translate_range=shift,
+                        padding_mode="zeros"),
+            RandScaleIntensityd(keys=KEY, factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+            noise,
+        ]
+    if kind == "volume":
+        return [
+            RandAffined(keys=KEY, prob=0.5, rotate_range=(degrees(10),) * 3, scale_range=(0.1,) * 3,
+                        translate_range=shift, padding_mode="zeros"),
+            RandFlipd(keys=KEY, prob=0.5, spatial_axis=2),
+            RandScaleIntensityd(keys=KEY, factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+            noise,
+        ]
+    if kind == "tile":
+        return [
+            RandFlipd(keys=KEY, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=KEY, prob=0.5, spatial_axis=1),
+            RandRotate90d(keys=KEY, prob=0.5, max_k=3),
+            RandScaleIntensityd(keys=KEY, factors=0.15, prob=0.7, channel_wise=True),
+            RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+            noise,
+        ]
+    return [  # photo
+        RandAffined(keys=KEY, prob=0.7, rotate_range=degrees(5), scale_range=0.1, translate_range=shift,
+                    padding_mode="border"),
+        RandScaleIntensityd(keys=KEY, factors=0.15, prob=0.7, channel_wise=True),
+        RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+        noise,
+    ]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ITEM_KINDS:
+        raise ConfigurationError(f"Unknown item kind {kind!r}; allowed: {list(ITEM_KINDS)}.")
+
+
+def _check_size(size: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    size = (int(size),) * dims if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(size) != dims or min(size) <= 0:
+        raise ConfigurationError(
+            f"The target size must be one positive int or {dims} of them for {dims}D items; got {size}."
+        )
+    return size

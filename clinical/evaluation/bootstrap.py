@@ -1,0 +1,303 @@
+"""Bootstrap confidence intervals that resample patients (a cluster bootstrap).
+
+Items (slices, tiles, images) of one patient are correlated; resampling items
+as if they were independent gives intervals that are too narrow. Each resample
+draws patients with replacement and keeps all their rows, whatever the level
+the metric is computed at. Intervals are percentile intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from tqdm.auto import tqdm
+
+from clinical.errors import ConfigurationError, PredictionsError
+from clinical.evaluation._weighted import class_weights, weighted_metrics
+from clinical.evaluation.calibration import DEFAULT_BINS
+from clinical.evaluation.metrics import DEFAULT_THRESHOLD, check_threshold
+from clinical.evaluation.predictions import Level, aggregate, is_multilabel, labels_array, probs_array
+from clinical.evaluation.report import Report
+
+__all__ = [
+    "Units",
+    "bootstrap_metrics",
+    "check_bootstrap_options",
+    "degenerate",
+    "evaluate",
+    "percentile_interval",
+    "point_metrics",
+    "prepare_units",
+    "resample_weights",
+    "weight_chunks",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Warn when more than this share of resamples had to be skipped (they bias the interval).
+SKIP_WARN_FRACTION = 0.01
+
+#: Weight-matrix entries processed at once (memory bound: a few arrays of this many float64).
+_CHUNK_ENTRIES = 2_000_000
+
+
+@dataclass(frozen=True)
+class Units:
+    """The labelled units of one predictions frame at one level, as arrays."""
+
+    frame: pd.DataFrame  # aggregated, labelled rows only
+    y: np.ndarray  # (N,) class index or (N, C) 0/1/-1
+    probs: np.ndarray  # (N, C)
+    clusters: np.ndarray  # (N,) patient index 0 … P-1
+    classes: list[str]
+    multilabel: bool
+    level: str
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.clusters.max()) + 1 if self.clusters.size else 0
+
+
+def prepare_units(frame: pd.DataFrame, classes: Sequence[str], *, level: Level = "patient") -> Units:
+    """Aggregate to ``level``, drop unlabelled units and index patients for resampling.
+
+    Raises
+    ------
+    PredictionsError
+        No unit has a known label.
+    """
+    classes = list(classes)
+    units = aggregate(frame, classes, level=level)
+    multilabel = is_multilabel(units)
+    y = labels_array(units, len(classes))
+    known = (y >= 0).any(axis=1) if multilabel else y >= 0
+    if not known.any():
+        raise PredictionsError(f"no {level} has a known label; nothing to evaluate.")
+    units = units[known].reset_index(drop=True)
+    clusters = pd.factorize(units["patient_key"], sort=True)[0]
+    return Units(units, y[known], probs_array(units, len(classes)), clusters, classes, multilabel, level)
+
+
+def resample_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicity of every row in ``n_boot`` cluster-bootstrap resamples.
+
+    Each resample draws as many clusters as there are, with replacement; a row
+    counts as often as its cluster was drawn. Pass ``np.arange(N)`` as clusters
+    for the ordinary (independent rows) bootstrap.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_boot, N), float64.
+    """
+    clusters = np.asarray(clusters)
+    n_clusters = int(clusters.max()) + 1
+    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    flat = (draws + n_clusters * np.arange(n_boot)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+    return counts[:, clusters].astype(np.float64)
+
+
+def weight_chunks(units: Units, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_ENTRIES // max(1, len(units.clusters)))
+    with tqdm(total=n_boot, desc=f"bootstrap ({units.level} level)", unit="resample", disable=None, leave=False) as bar:
+        for start in range(0, n_boot, chunk):
+            size = min(chunk, n_boot - start)
+            yield resample_weights(units.clusters, size, rng)
+            bar.update(size)
+
+
+def degenerate(units: Units, weights: np.ndarray) -> np.ndarray:
+    """Resamples in which a class present in the data has zero weight (AUROC undefined): shape (B,) bool."""
+    totals = class_weights(units.y, weights, multilabel=units.multilabel, n_classes=len(units.classes))
+    present = (
+        class_weights(
+            units.y, np.ones((1, units.y.shape[0])), multilabel=units.multilabel, n_classes=len(units.classes)
+        )[0]
+        > 0
+    )
+    return ((totals == 0) & present).reshape(len(weights), -1).any(axis=1)
+
+
+def check_bootstrap_options(n_boot: int, ci: float) -> None:
+    if not isinstance(n_boot, int | np.integer) or n_boot < 1:
+        raise ConfigurationError(f"n_boot must be a positive integer; got {n_boot!r}. 1000 is usual, 200 for plots.")
+    if not 0.0 < ci < 1.0:
+        raise ConfigurationError(f"ci must be in (0, 1), e.g. 0.95; got {ci!r}.")
+
+
+def bootstrap_metrics(
+    units: Units,
+    *,
+    n_boot: int,
+    seed: int,
+    threshold: float | None,
+    n_bins: int = DEFAULT_BINS,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Every metric on ``n_boot`` patient resamples of ``units``.
+
+    Returns
+    -------
+    (values, n_skipped)
+        ``values[name]`` has one entry per kept resample; resamples where a class
+        present in the data vanished are skipped and counted (warned about when
+        more than 1 % of them).
+    """
+    t = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    parts: dict[str, list[np.ndarray]] = {}
+    n_skipped = 0
+    for weights in weight_chunks(units, n_boot, seed):
+        bad = degenerate(units, weights)
+        n_skipped += int(bad.sum())
+        values = weighted_metrics(
+            units.y,
+            units.probs,
+            weights[~bad],
+            classes=units.classes,
+            multilabel=units.multilabel,
+            threshold=t,
+            n_bins=n_bins,
+        )
+        for name, v in values.items():
+            parts.setdefault(name, []).append(v)
+    if n_skipped > SKIP_WARN_FRACTION * n_boot:
+        warnings.warn(
+            f"{n_skipped} of {n_boot} bootstrap resamples held only one class and were skipped; with so few "
+            f"patients of one class ({units.n_patients} patients in all) the interval is unreliable.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return {name: np.concatenate(v) for name, v in parts.items()}, n_skipped
+
+
+def point_metrics(units: Units, *, threshold: float | None, n_bins: int = DEFAULT_BINS) -> dict[str, float]:
+    """The metrics of :func:`clinical.evaluation.score`, from the same weighted code the resamples use.
+
+    With unit weights that code equals scikit-learn (tested), and evaluating it
+    once more is much cheaper than scikit-learn's input checks, which dominate
+    small evaluations (the coverage simulation runs hundreds).
+    """
+    t = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    values = weighted_metrics(
+        units.y,
+        units.probs,
+        np.ones((1, units.y.shape[0])),
+        classes=units.classes,
+        multilabel=units.multilabel,
+        threshold=t,
+        n_bins=n_bins,
+    )
+    point = {name: float(v[0]) for name, v in values.items()}
+    undefined = [name for name, v in point.items() if not np.isfinite(v)]
+    if undefined:
+        warnings.warn(
+            f"{undefined} are undefined on these {units.level}s (a class is absent); reporting NaN.",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
+    return point
+
+
+def percentile_interval(values: np.ndarray, ci: float) -> tuple[float, float]:
+    """The central ``ci`` percentile interval of bootstrap values (NaN when none is finite)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def evaluate(
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    *,
+    level: Level = "patient",
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float | None = None,
+    ci: float = 0.95,
+    metrics: Sequence[str] | None = None,
+    n_bins: int = DEFAULT_BINS,
+) -> Report:
+    """Point metrics with patient-bootstrap confidence intervals.
+
+    Parameters
+    ----------
+    frame
+        A predictions frame (one row per item).
+    classes
+        Class names in class-index order.
+    level
+        Level of the metric: ``"patient"`` (default) and ``"study"`` average
+        item probabilities first; ``"item"`` scores items. Whatever the level,
+        the bootstrap resamples patients.
+    n_boot
+        Bootstrap resamples.
+    seed
+        Seed of the resampling; the same seed gives the same interval.
+    threshold
+        Operating point for binary / multi-label tasks (from
+        :func:`clinical.evaluation.choose_threshold` on validation data); 0.5 when None.
+    ci
+        Interval coverage.
+    metrics
+        Restrict the table to these metric names (default: all of
+        :func:`clinical.evaluation.score`'s metrics, per-class ones included).
+    n_bins
+        Bins of the expected calibration error.
+
+    Returns
+    -------
+    Report
+        ``report.table`` (``metric, value, low, high``), ``report.to_dict()``,
+        ``report.formatted()`` and the counts behind them.
+
+    Raises
+    ------
+    PredictionsError
+        The frame breaks the contract, or no unit has a known label.
+    ConfigurationError
+        An option is outside what is allowed, or ``metrics`` names an unknown metric.
+    """
+    check_bootstrap_options(n_boot, ci)
+    units = prepare_units(frame, classes, level=level)
+    check_threshold(threshold, len(units.classes), units.multilabel)
+    point = point_metrics(units, threshold=threshold, n_bins=n_bins)
+    boot, n_skipped = bootstrap_metrics(units, n_boot=n_boot, seed=seed, threshold=threshold, n_bins=n_bins)
+    names = [name for name in point if name in boot]
+    if metrics is not None:
+        unknown = [m for m in metrics if m not in names]
+        if unknown:
+            raise ConfigurationError(f"unknown metrics {unknown}; available: {names}.")
+        names = list(metrics)
+    rows = [(name, point[name], *percentile_interval(boot[name], ci)) for name in names]
+    table = pd.DataFrame(rows, columns=["metric", "value", "low", "high"])
+    logger.info(
+        "evaluated %d %ss of %d patients, %d resamples (%d skipped): AUROC %.3f",
+        len(units.clusters),
+        level,
+        units.n_patients,
+        n_boot,
+        n_skipped,
+        point.get("auroc", np.nan),
+    )
+    multiclass = len(units.classes) > 2 and not units.multilabel
+    return Report(
+        table=table,
+        level=level,
+        n_units=len(units.clusters),
+        n_patients=units.n_patients,
+        n_boot=n_boot,
+        n_skipped=n_skipped,
+        ci=ci,
+        threshold=None if multiclass else (DEFAULT_THRESHOLD if threshold is None else float(threshold)),
+        classes=list(units.classes),
+    )

@@ -1,0 +1,151 @@
+"""How metrics are reported: a tidy table with CIs, "0.955 (0.953–0.956)", and "0.78 ± 0.10" over folds."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clinical.errors import ConfigurationError
+
+__all__ = ["Report", "cv_summary", "format_mean_sd", "format_metric"]
+
+logger = logging.getLogger(__name__)
+
+
+def format_metric(value: float, low: float | None = None, high: float | None = None, *, digits: int = 3) -> str:
+    """Format a point estimate with its confidence interval, as papers print it.
+
+    >>> format_metric(0.9551, 0.9532, 0.9564)
+    '0.955 (0.953–0.956)'
+    """
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return text
+    return f"{text} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def format_mean_sd(mean: float, sd: float, *, digits: int = 2) -> str:
+    """Format a cross-validated metric as mean ± standard deviation over folds.
+
+    >>> format_mean_sd(0.7812, 0.1034)
+    '0.78 ± 0.10'
+    """
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if math.isfinite(sd) else f"{mean:.{digits}f}"
+
+
+def cv_summary(per_fold: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean and standard deviation (ddof=1) of each metric over cross-validation folds.
+
+    Parameters
+    ----------
+    per_fold
+        One metrics dict per fold, e.g. from :func:`clinical.evaluation.score`
+        or ``Report.to_dict()``. A metric missing from some folds is summarised
+        over the folds that have it (logged); NaN values are left out the same way.
+
+    Returns
+    -------
+    dict[str, float]
+        ``<metric>_mean``, ``<metric>_sd`` (NaN for a single fold) for every metric,
+        and ``n_folds``. Print with :func:`format_mean_sd`, e.g.
+        ``format_mean_sd(s["auroc_mean"], s["auroc_sd"])`` → ``"0.78 ± 0.10"``.
+
+    Raises
+    ------
+    ConfigurationError
+        No folds were given.
+    """
+    if not per_fold:
+        raise ConfigurationError("cv_summary needs the metrics of at least one fold; got none.")
+    names = list(dict.fromkeys(name for fold in per_fold for name in fold))
+    out: dict[str, float] = {}
+    for name in names:
+        values = np.array([fold.get(name, np.nan) for fold in per_fold], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size < values.size:
+            logger.info(
+                "%s is missing or NaN in %d of %d folds; summarised over the rest.",
+                name,
+                values.size - finite.size,
+                values.size,
+            )
+        out[f"{name}_mean"] = float(finite.mean()) if finite.size else float("nan")
+        out[f"{name}_sd"] = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+    out["n_folds"] = float(len(per_fold))
+    return out
+
+
+@dataclass(frozen=True)
+class Report:
+    """Point metrics with bootstrap confidence intervals, as :func:`clinical.evaluation.evaluate` returns them.
+
+    Attributes
+    ----------
+    table
+        Tidy table with columns ``metric, value, low, high`` (one row per metric).
+    level
+        Level the metrics were computed at (patient, study or item).
+    n_units
+        Labelled patients (or studies, items) scored.
+    n_patients
+        Patients, the unit the bootstrap resamples.
+    n_boot
+        Resamples drawn; ``n_skipped`` of them held one class only and were left out.
+    ci
+        Coverage of the intervals (0.95 for 95 % CIs).
+    threshold
+        Operating point on ``prob_1`` (binary / multi-label), else None.
+    classes
+        Class names in class-index order.
+    """
+
+    table: pd.DataFrame
+    level: str
+    n_units: int
+    n_patients: int
+    n_boot: int
+    n_skipped: int
+    ci: float
+    threshold: float | None
+    classes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, metric: str) -> tuple[float, float, float]:
+        """``report["auroc"]`` → ``(value, low, high)``."""
+        rows = self.table[self.table["metric"] == metric]
+        if rows.empty:
+            raise KeyError(f"no metric {metric!r} in this report; it has {self.table['metric'].tolist()}.")
+        row = rows.iloc[0]
+        return float(row["value"]), float(row["low"]), float(row["high"])
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat numbers for logging: ``<metric>``, ``<metric>_low``, ``<metric>_high``, plus counts."""
+        out: dict[str, float] = {}
+        for row in self.table.itertuples(index=False):
+            out[row.metric] = float(row.value)
+            out[f"{row.metric}_low"] = float(row.low)
+            out[f"{row.metric}_high"] = float(row.high)
+        out |= {
+            "n": float(self.n_units),
+            "n_patients": float(self.n_patients),
+            "n_boot": float(self.n_boot),
+            "n_boot_skipped": float(self.n_skipped),
+        }
+        if self.threshold is not None:
+            out["threshold"] = float(self.threshold)
+        return out
+
+    def formatted(self, *, digits: int = 3) -> dict[str, str]:
+        """``{"auroc": "0.955 (0.953–0.956)", …}`` for tables and captions."""
+        return {
+            row.metric: format_metric(row.value, row.low, row.high, digits=digits)
+            for row in self.table.itertuples(index=False)
+        }

@@ -1,0 +1,372 @@
+"""DICOM: the header-only scan that indexes a tree, and the pixel pipeline.
+
+Header scan
+    :func:`read_header` reads only the elements grouping needs (``specific_tags``,
+    Pixel Data deferred so its presence is known without loading it) and returns a
+    :class:`DicomHeader` in which PatientID (0010,0020), StudyInstanceUID
+    (0020,000D) and SeriesInstanceUID (0020,000E) are already keyed hashes: raw
+    identifiers never leave this module.
+
+Pixel pipeline (:func:`modality_pixels`, :func:`window`)
+    1. ``pydicom.pixels.apply_modality_lut``: Rescale Slope/Intercept (0028,1053)/(0028,1052)
+       or the Modality LUT, so CT is in HU. Colour images (Samples per Pixel 3) skip it;
+       PALETTE COLOR goes through ``apply_color_lut``; YBR is converted to RGB by pydicom.
+    2. Windowing to [0, 1], per modality:
+
+       ========  ==============================================================
+       CT        a preset window (``ct_window``): soft_tissue C40/W400 (default),
+                 brain C40/W80, lung C-600/W1500, bone C400/W1800, or ``header``
+                 (Window Center/Width (0028,1050)/(0028,1051), else soft_tissue)
+       MR PT NM  percentiles 0.5–99.5 of the image or whole volume (arbitrary units)
+       others    (CR, DX, MG, XA, US, OT, ...) the VOI LUT Sequence (0028,3010) or
+                 the first Window Center/Width of the file, else percentiles 0.5–99.5
+       colour    divided by 2**BitsStored − 1
+       ========  ==============================================================
+
+    3. MONOCHROME1 (0028,0004) is inverted so that bright always means dense.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import UID
+
+from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
+from clinical.ingest.identity import keyed_hash
+
+__all__ = [
+    "CT_WINDOWS",
+    "VOLUME_MODALITIES",
+    "DicomHeader",
+    "load_pixels",
+    "modality_pixels",
+    "quiet_pydicom",
+    "read_dataset",
+    "read_header",
+    "scrub_message",
+    "volume_spacing",
+    "window",
+]
+
+#: Cross-sectional modalities whose single-frame slices of one series are stacked into a volume.
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
+
+#: CT window presets as (center, width) in HU.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "brain": (40.0, 80.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+}
+
+_PERCENTILES = (0.5, 99.5)
+
+#: What decoding, the Modality LUT, windowing and spacing read (Image Pixel module, palettes, LUTs, geometry).
+_PIXEL_TAGS = [
+    "SOPClassUID", "Modality", "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames",
+    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData", "FloatPixelData", "DoubleFloatPixelData",
+    "PixelPaddingValue", "PixelPaddingRangeLimit", "RescaleSlope", "RescaleIntercept", "RescaleType",
+    "ModalityLUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence",
+    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor", "AlphaPaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+    "AlphaPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
+    "SegmentedAlphaPaletteColorLookupTableData", "PaletteColorLookupTableUID",
+    "SharedFunctionalGroupsSequence", "PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness",
+]
+_IN_MEMORY_BYTES = 64 << 20
+
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "Modality",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "InstitutionName",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+]
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What grouping needs from one DICOM file; identifiers are keyed hashes, never raw values."""
+
+    patient_key: str | None
+    study_key: str | None
+    series_key: str | None
+    institution: str | None
+    modality: str
+    sop_class: str
+    has_pixels: bool
+    rows: int
+    columns: int
+    frames: int
+    position: tuple[float, ...] | None  # (0020,0032) Image Position (Patient), mm
+    orientation: tuple[float, ...] | None  # (0020,0037) Image Orientation (Patient), direction cosines
+    pixel_spacing: tuple[float, float] | None  # (0028,0030) or (0018,1164), mm (row, column)
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's logger while reading: its warnings quote element values, which may be PHI.
+
+    pydicom logs invalid values (e.g. a malformed Patient's Birth Date) verbatim; the
+    reasons we record instead name the file and the problem without values.
+    """
+    pydicom_logger = logging.getLogger("pydicom")
+    previous = pydicom_logger.level
+    pydicom_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom_logger.setLevel(previous)
+
+
+def read_header(source: str | Path | bytes, key: bytes) -> DicomHeader:
+    """Read the grouping elements of one file (a path, or its bytes when already in memory) without its pixels.
+
+    Raises
+    ------
+    IngestError
+        When the header cannot be parsed.
+    """
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(_readable(source), force=True, defer_size=1024, specific_tags=_HEADER_TAGS)
+            return DicomHeader(
+                patient_key=_hashed(ds, "PatientID", key),
+                study_key=_hashed(ds, "StudyInstanceUID", key),
+                series_key=_hashed(ds, "SeriesInstanceUID", key),
+                institution=(str(ds.get("InstitutionName", "") or "").strip() or None),
+                modality=str(ds.get("Modality", "") or "OT").strip().upper() or "OT",
+                sop_class=_sop_class_name(ds),
+                has_pixels=any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")),
+                rows=int(ds.get("Rows", 0) or 0),
+                columns=int(ds.get("Columns", 0) or 0),
+                frames=int(ds.get("NumberOfFrames", 1) or 1),
+                position=_floats(ds, "ImagePositionPatient", 3),
+                orientation=_floats(ds, "ImageOrientationPatient", 6),
+                pixel_spacing=_floats(ds, "PixelSpacing", 2) or _floats(ds, "ImagerPixelSpacing", 2),
+            )
+    except Exception as error:  # pydicom raises many types on broken headers; all mean "unreadable"
+        raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
+
+
+def read_dataset(path: str | Path) -> pydicom.Dataset:
+    """Read a whole file (pixels included)."""
+    with quiet_pydicom():
+        return pydicom.dcmread(_readable(path), force=True)
+
+
+def load_pixels(path: str | Path) -> tuple[pydicom.Dataset, np.ndarray]:
+    """Read only the elements the pixel pipeline uses, decode, apply the Modality LUT.
+
+    Parsing only :data:`_PIXEL_TAGS` saves about a quarter of the parse; should
+    the reduced data set not decode, the whole file is read and decoded again, so
+    the shortcut never turns a good file into a rejection.
+
+    Returns
+    -------
+    dataset, pixels
+        The (reduced) data set and :func:`modality_pixels` of it.
+    """
+    with quiet_pydicom():
+        reduced = pydicom.dcmread(_readable(path), force=True, specific_tags=_PIXEL_TAGS)
+    try:
+        return reduced, modality_pixels(reduced)
+    except IngestError:
+        full = read_dataset(path)
+        return full, modality_pixels(full)
+
+
+def _readable(source: str | Path | bytes) -> str | Path | io.BytesIO:
+    """Files up to 64 MiB are parsed from memory: pydicom's many small reads and seeks are much cheaper there."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    if Path(source).stat().st_size <= _IN_MEMORY_BYTES:
+        return io.BytesIO(Path(source).read_bytes())
+    return source
+
+
+def modality_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """Decode Pixel Data and apply the Modality LUT.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape (frames, rows, columns, samples): HU for CT, stored
+        values otherwise; RGB for colour images.
+
+    Raises
+    ------
+    UnsupportedFileError
+        When the file has no Pixel Data (7FE0,0010).
+    IngestError
+        When the pixels cannot be decoded (truncated data, missing codec).
+    """
+    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise UnsupportedFileError(f"no Pixel Data (7FE0,0010): a {_sop_class_name(ds)} object is not an image")
+    try:
+        with quiet_pydicom():
+            arr = ds.pixel_array
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+            if photometric == "PALETTE COLOR":
+                arr = apply_color_lut(arr, ds)
+                samples = 3
+            elif samples == 1:
+                arr = apply_modality_lut(arr, ds)
+    except (UnsupportedFileError, IngestError):
+        raise
+    except Exception as error:  # decoders raise ValueError, RuntimeError, NotImplementedError, ...
+        reason = f"{type(error).__name__}: {scrub_message(error)}"
+        raise IngestError(f"the pixel data cannot be decoded ({reason})") from error
+    arr = np.asarray(arr, dtype=np.float32)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return arr.reshape((frames, *arr.shape[-2:], 1)) if samples == 1 else arr.reshape((frames, *arr.shape[-3:]))
+
+
+def window(
+    arr: np.ndarray, ds: pydicom.Dataset, *, modality: str, ct_window: str = "soft_tissue"
+) -> np.ndarray:
+    """Map modality values to [0, 1] with the rule of the module docstring (float32, same shape).
+
+    ``ds`` supplies Window Center/Width, VOI LUT, Bits Stored and Photometric
+    Interpretation; for a volume it is the first slice.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``ct_window`` is not a known preset.
+    """
+    if ct_window != "header" and ct_window not in CT_WINDOWS:
+        raise ConfigurationError(f"ct_window must be one of {[*CT_WINDOWS, 'header']}; got {ct_window!r}.")
+    if arr.shape[-1] == 3:
+        bits = int(ds.get("BitsStored", 8) or 8)
+        return np.clip(arr / float(2**bits - 1), 0.0, 1.0)
+    if modality == "CT":
+        header_window = _header_window(ds) if ct_window == "header" else None
+        out = _linear(arr, *(header_window or CT_WINDOWS["soft_tissue" if ct_window == "header" else ct_window]))
+    elif modality in VOLUME_MODALITIES:
+        out = _percentile(arr)
+    elif "VOILUTSequence" in ds:
+        with quiet_pydicom():
+            voi = np.asarray(apply_voi_lut(arr[..., 0], ds, prefer_lut=True), dtype=np.float32)[..., None]
+        low, high = float(voi.min()), float(voi.max())
+        out = (voi - low) / (high - low) if high > low else np.zeros_like(voi)
+    else:
+        header_window = _header_window(ds)
+        out = _linear(arr, *header_window) if header_window else _percentile(arr)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        out = 1.0 - out
+    return out.astype(np.float32)
+
+
+def _linear(arr: np.ndarray, center: float, width: float) -> np.ndarray:
+    low = center - width / 2.0
+    return np.clip((arr - low) / max(width, 1e-6), 0.0, 1.0)
+
+
+def _percentile(arr: np.ndarray) -> np.ndarray:
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros_like(arr)
+    low, high = np.percentile(finite, _PERCENTILES)
+    if high <= low:
+        low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        return np.zeros_like(arr)
+    return np.clip((arr - low) / (high - low), 0.0, 1.0)
+
+
+def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """First Window Center (0028,1050) / Window Width (0028,1051) of the file, if usable."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    try:
+        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (center, width) if width > 0 and math.isfinite(center) else None
+
+
+def _hashed(ds: pydicom.Dataset, keyword: str, key: bytes) -> str | None:
+    value = str(ds.get(keyword, "") or "").strip()
+    return keyed_hash(key, value) if value else None
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in (value if isinstance(value, pydicom.multival.MultiValue | list) else [value]))
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == count and all(math.isfinite(v) for v in values) else None
+
+
+def _sop_class_name(ds: pydicom.Dataset) -> str:
+    uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    if not uid:
+        return "object without SOP Class UID"
+    name = UID(str(uid)).name
+    return name if name != str(uid) else f"SOP class {uid}"
+
+
+def scrub_message(error: BaseException) -> str:
+    """An exception message cut to 160 characters with quoted text removed (it may quote element values)."""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(error))
+    return " ".join(text.split())[:160]
+
+
+def volume_spacing(ds: pydicom.Dataset) -> list[float]:
+    """(slice, row, column) spacing in mm of a multi-frame file; NaN where the file does not say.
+
+    Looks in the Shared Functional Groups (5200,9229) Pixel Measures first (enhanced
+    CT/MR), then at the top level: Spacing Between Slices (0018,0088), else Slice
+    Thickness (0018,0050); Pixel Spacing (0028,0030), else Imager Pixel Spacing (0018,1164).
+    """
+    sources = [ds]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and "PixelMeasuresSequence" in shared[0] and shared[0].PixelMeasuresSequence:
+        sources.insert(0, shared[0].PixelMeasuresSequence[0])
+    depth = next(
+        (v[0] for s in sources for k in ("SpacingBetweenSlices", "SliceThickness") if (v := _floats(s, k, 1))),
+        float("nan"),
+    )
+    plane = next(
+        (v for s in sources for k in ("PixelSpacing", "ImagerPixelSpacing") if (v := _floats(s, k, 2))),
+        (float("nan"), float("nan")),
+    )
+    return [abs(depth), *plane]

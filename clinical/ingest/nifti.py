@@ -1,0 +1,108 @@
+"""NIfTI-1/2 volumes (``.nii``, ``.nii.gz``, and ``ni1`` header/image pairs).
+
+- Reoriented with ``nibabel.as_closest_canonical`` (RAS+), then transposed from
+  (x, y, z) to (z, y, x), so depth runs inferior→superior like an ascending axial
+  DICOM series. Rows and columns are not flipped (rows run posterior→anterior and
+  columns left→right, mirrored relative to a DICOM axial display; a classifier is
+  indifferent, and the array stays nibabel's canonical data).
+- Spacing (mm) from the header zooms, in the same (D, H, W) order.
+- 4D rule: each volume along the 4th axis becomes one item (``frame`` column);
+  a 4th axis of length 1 is dropped. More than four dimensions is a rejection.
+- The reader is chosen by content: a NIfTI whose name lacks ``.nii``/``.nii.gz`` is read
+  from its bytes (nibabel itself goes by the extension).
+- NaN becomes the minimum finite value, +inf the maximum and −inf the minimum,
+  with a warning naming the file and the count.
+- Intensities are scaled to [0, 1] by the 0.5 and 99.5 percentiles of each volume
+  (NIfTI carries no modality, so no HU window can be assumed).
+- A zero-sized dimension is a rejection.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from clinical.errors import IngestError, UnsupportedFileError
+
+__all__ = ["read_nifti_volumes"]
+
+logger = logging.getLogger(__name__)
+
+_PERCENTILES = (0.5, 99.5)
+
+
+def read_nifti_volumes(path: str | Path, *, name: str) -> Iterator[tuple[int, np.ndarray, list[float]]]:
+    """Yield ``(frame, volume, spacing)``: float32 (D, H, W) in [0, 1] and mm per voxel.
+
+    ``name`` is the file's relative path, used in warnings.
+
+    Raises
+    ------
+    IngestError
+        When nibabel cannot read the file or the data is truncated.
+    UnsupportedFileError
+        On a zero-sized dimension or more than four dimensions.
+    """
+    try:
+        image = nib.as_closest_canonical(_load(Path(path)))
+    except FileNotFoundError as error:
+        raise IngestError("the .img data file of this NIfTI header/image pair is missing") from error
+    except Exception as error:  # nibabel raises ImageFileError, EOFError, ValueError, ... on broken files
+        raise IngestError(f"nibabel cannot read the NIfTI header ({type(error).__name__})") from error
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 2 or 0 in shape:
+        raise UnsupportedFileError(f"zero-sized or missing dimension in NIfTI shape {list(shape)}")
+    if len(shape) > 4:
+        raise UnsupportedFileError(f"NIfTI with {len(shape)} dimensions {list(shape)}; at most 4 are supported")
+    zooms = [float(z) if z > 0 else float("nan") for z in image.header.get_zooms()[:3]]
+    zooms += [float("nan")] * (3 - len(zooms))
+    frames = shape[3] if len(shape) == 4 else 1
+    for frame in range(frames):
+        try:
+            data = np.asarray(image.dataobj[..., frame] if len(shape) == 4 else image.dataobj, dtype=np.float32)
+        except Exception as error:  # truncated data raises OSError/EOFError/ValueError
+            raise IngestError(f"the NIfTI data cannot be read ({type(error).__name__})") from error
+        if data.ndim == 2:
+            data = data[:, :, None]
+        data = _finite(data, name=name)
+        volume = np.ascontiguousarray(data.transpose(2, 1, 0))
+        yield frame, _scaled(volume), [zooms[2], zooms[1], zooms[0]]
+
+
+def _load(path: Path) -> nib.spatialimages.SpatialImage:
+    """nibabel picks the reader by extension; a NIfTI under another name is read from its bytes."""
+    if path.name.lower().endswith((".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")):
+        return nib.load(str(path))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    image_class = nib.Nifti2Image if data[4:8] in (b"n+2\x00", b"ni2\x00") else nib.Nifti1Image
+    return image_class.from_bytes(data)
+
+
+def _finite(data: np.ndarray, *, name: str) -> np.ndarray:
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return data
+    finite = data[~bad]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    logger.warning(
+        "%s: %d non-finite voxel(s) replaced (NaN and -inf by the minimum %g, +inf by the maximum %g).",
+        name, int(bad.sum()), low, high,
+    )
+    return np.nan_to_num(data, nan=low, posinf=high, neginf=low)
+
+
+def _scaled(volume: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(volume, _PERCENTILES)
+    if high <= low:
+        low, high = float(volume.min()), float(volume.max())
+    if high <= low:
+        return np.zeros_like(volume)
+    return np.clip((volume - low) / (high - low), 0.0, 1.0)

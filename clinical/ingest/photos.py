@@ -1,0 +1,134 @@
+"""Photographs and flat TIFFs (papyri, fundus, dermatology): PIL, EXIF orientation, bomb guard.
+
+- The pixel count is checked from the header before any decoding; an image over
+  ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx) is a
+  rejection, never a decompressed allocation.
+- ``ImageOps.exif_transpose`` applies the camera's orientation (EXIF 0x0112).
+- 8-bit images stay uint8; 16-bit greyscale (modes ``I;16*``, ``I``) stays uint16;
+  float images are scaled to [0, 1] and stored as uint16.
+- Flat TIFFs are read with tifffile, because PIL reduces 16-bit RGB to 8 bits; their
+  Orientation tag (0x0112) is not applied (scanners write 1).
+- Palette, alpha, CMYK and 1-bit images are converted to RGB or L.
+- Optional tiling (``tile``): an image larger than ``tile`` in either side is cut
+  into ``tile``×``tile`` pieces on a regular grid (edges dropped).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from clinical.errors import IngestError, UnsupportedFileError
+
+__all__ = ["read_photo", "tiles_of"]
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def read_photo(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read a photograph as (C, H, W), uint8 or uint16, channels RGB or L.
+
+    Raises
+    ------
+    UnsupportedFileError
+        When the image has more than ``max_pixels`` pixels (a decompression bomb) or is empty.
+    IngestError
+        When the file cannot be decoded (truncated, corrupt).
+    """
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    with open(path, "rb") as handle:
+        if handle.read(4) in _TIFF_MAGIC:
+            return _read_tiff(path, limit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise UnsupportedFileError(f"decompression bomb refused by PIL ({error.args[0][:80]})") from error
+    except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise IngestError(f"PIL cannot open the image ({type(error).__name__})") from error
+    with image:
+        width, height = image.size
+        if width * height == 0:
+            raise UnsupportedFileError(f"empty image ({width}×{height} pixels)")
+        if limit and width * height > limit:
+            raise UnsupportedFileError(
+                f"decompression bomb guard: {width}×{height} = {width * height} pixels exceeds max_pixels={limit}"
+            )
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            arr = _to_array(image)
+        except (UnsupportedFileError, IngestError):
+            raise
+        except Exception as error:  # truncated files raise OSError during load
+            raise IngestError(f"the image data cannot be decoded ({type(error).__name__}: {error})") from error
+    return arr
+
+
+def tiles_of(image: np.ndarray, tile: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Yield ``(piece, x, y)`` of a (C, H, W) image cut on a ``tile``-pixel grid; a small image is one piece."""
+    _, height, width = image.shape
+    if height <= tile and width <= tile:
+        yield image, 0, 0
+        return
+    for y in range(0, height - tile + 1, tile):
+        for x in range(0, width - tile + 1, tile):
+            yield np.ascontiguousarray(image[:, y : y + tile, x : x + tile]), x, y
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(image, dtype=np.uint16)[None]
+    elif image.mode == "I":
+        arr = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)[None]
+    elif image.mode == "F":
+        arr = _float_to_uint16(np.asarray(image, dtype=np.float32))[None]
+    elif image.mode in ("L", "RGB"):
+        arr = np.asarray(image, dtype=np.uint8)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    elif image.mode in ("1", "LA", "La"):
+        arr = np.asarray(image.convert("L"), dtype=np.uint8)[None]
+    else:  # P, PA, RGBA, CMYK, YCbCr, LAB, HSV ...
+        arr = np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+    return np.ascontiguousarray(arr)
+
+
+def _read_tiff(path: str | Path, limit: int | None) -> np.ndarray:
+    """The first page of a flat TIFF at its own bit depth."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if limit and int(np.prod(page.shape[:2])) > limit:
+                raise UnsupportedFileError(
+                    f"decompression bomb guard: {page.shape[1]}×{page.shape[0]} pixels exceeds max_pixels={limit}"
+                )
+            arr = page.asarray()
+    except UnsupportedFileError:
+        raise
+    except Exception as error:  # tifffile raises TiffFileError, ValueError, ... on broken files
+        raise IngestError(f"the TIFF cannot be decoded ({type(error).__name__})") from error
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        arr = arr[..., : 3 if arr.shape[-1] >= 3 else 1].transpose(2, 0, 1)
+    else:
+        raise UnsupportedFileError(f"TIFF page of shape {list(arr.shape)} is not a 2D greyscale or RGB image")
+    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
+        return np.ascontiguousarray(arr)
+    if np.issubdtype(arr.dtype, np.floating):
+        return _float_to_uint16(arr.astype(np.float32))
+    return np.clip(arr, 0, 65535).astype(np.uint16)
+
+
+def _float_to_uint16(arr: np.ndarray) -> np.ndarray:
+    finite = arr[np.isfinite(arr)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scaled = (np.nan_to_num(arr, nan=low, posinf=high, neginf=low) - low) / (high - low) if high > low else arr * 0
+    return np.round(scaled * 65535).astype(np.uint16)

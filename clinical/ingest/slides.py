@@ -1,0 +1,118 @@
+"""Whole-slide images (pyramidal TIFF, SVS, ...) through tiffslide: tissue mask, then tiles.
+
+- Tissue mask at the lowest-resolution level: Otsu threshold (scikit-image) on
+  the HSV saturation; stained tissue is saturated, glass background is not.
+- Tiles of ``tile_size``×``tile_size`` pixels at ``tile_level`` on a regular grid;
+  a tile is kept when at least ``min_tissue`` of its area is tissue in the mask.
+- At most ``max_tiles`` per slide, chosen by a random generator seeded with the
+  slide's content digest: the same slide always gives the same tiles.
+- ``tile_x``/``tile_y`` are the tile's top-left corner in level-0 pixels (what
+  ``read_region`` takes); spacing is µm per pixel at the tile level, NaN when
+  the file does not state its microns per pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
+
+__all__ = ["is_pyramidal", "read_slide_tiles", "tissue_mask"]
+
+
+def is_pyramidal(path: str | Path) -> bool:
+    """Whether a TIFF holds a resolution pyramid (a whole slide) rather than one flat image."""
+    with tifffile.TiffFile(path) as tif:
+        return bool(tif.series) and len(tif.series[0].levels) > 1
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Boolean tissue mask of an RGB thumbnail (H, W, 3): Otsu on saturation (all False when uniform)."""
+    from skimage.color import rgb2hsv
+    from skimage.filters import threshold_otsu
+
+    saturation = rgb2hsv(rgb[..., :3])[..., 1]
+    if float(saturation.max() - saturation.min()) < 1e-3:
+        return np.zeros(saturation.shape, dtype=bool)
+    return saturation > threshold_otsu(saturation)
+
+
+def read_slide_tiles(
+    path: str | Path,
+    *,
+    seed: int,
+    tile_size: int = 224,
+    tile_level: int = 0,
+    max_tiles: int | None = 200,
+    min_tissue: float = 0.5,
+) -> Iterator[tuple[np.ndarray, dict, list[float]]]:
+    """Yield ``(tile, coordinates, spacing)``: uint8 RGB (3, tile_size, tile_size), tile_x/tile_y/tile_level, µm.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``tile_level`` does not exist in the slide.
+    UnsupportedFileError
+        When no tile holds enough tissue.
+    IngestError
+        When the slide cannot be opened or read.
+    """
+    import tiffslide
+
+    try:
+        slide = tiffslide.TiffSlide(str(path))
+    except Exception as error:  # tiffslide/tifffile raise many types on broken files
+        raise IngestError(f"tiffslide cannot open the slide ({type(error).__name__})") from error
+    with slide:
+        if not 0 <= tile_level < slide.level_count:
+            raise ConfigurationError(
+                f"tile_level must be in [0, {slide.level_count - 1}] for this slide; got {tile_level}."
+            )
+        try:
+            low = slide.level_count - 1
+            thumbnail = np.asarray(slide.read_region((0, 0), low, slide.level_dimensions[low], as_array=True))
+        except Exception as error:  # truncated tiles raise in the codec
+            raise IngestError(f"the slide's lowest level cannot be read ({type(error).__name__})") from error
+        mask = tissue_mask(thumbnail)
+        width, height = slide.level_dimensions[tile_level]
+        down_tile = float(slide.level_downsamples[tile_level])
+        down_mask = float(slide.level_downsamples[low])
+        candidates = []
+        for y in range(0, height - tile_size + 1, tile_size):
+            for x in range(0, width - tile_size + 1, tile_size):
+                scale = down_tile / down_mask
+                top, left = int(y * scale), int(x * scale)
+                bottom = max(int(np.ceil((y + tile_size) * scale)), top + 1)
+                right = max(int(np.ceil((x + tile_size) * scale)), left + 1)
+                window = mask[top:bottom, left:right]
+                if window.size and window.mean() >= min_tissue:
+                    candidates.append((round(x * down_tile), round(y * down_tile)))
+        if not candidates:
+            raise UnsupportedFileError(
+                f"no {tile_size}×{tile_size} tile at level {tile_level} holds {min_tissue:.0%} tissue"
+            )
+        if max_tiles is not None and len(candidates) > max_tiles:
+            chosen = np.random.default_rng(seed).choice(len(candidates), size=max_tiles, replace=False)
+            candidates = [candidates[i] for i in sorted(chosen)]
+        spacing = _spacing(slide.properties, down_tile)
+        for x, y in candidates:
+            try:
+                tile = np.asarray(slide.read_region((x, y), tile_level, (tile_size, tile_size), as_array=True))
+            except Exception as error:  # codec errors on a damaged tile
+                raise IngestError(f"a tile at ({x}, {y}) cannot be read ({type(error).__name__})") from error
+            tile = np.ascontiguousarray(tile[..., :3].transpose(2, 0, 1)).astype(np.uint8)
+            yield tile, {"tile_x": x, "tile_y": y, "tile_level": tile_level}, spacing
+
+
+def _spacing(properties: dict, downsample: float) -> list[float]:
+    import tiffslide
+
+    def micrometres(name: str) -> float:
+        value = properties.get(name)
+        return float(value) * downsample if value else float("nan")
+
+    return [micrometres(tiffslide.PROPERTY_NAME_MPP_Y), micrometres(tiffslide.PROPERTY_NAME_MPP_X)]

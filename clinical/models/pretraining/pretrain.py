@@ -1,0 +1,162 @@
+"""Self-supervised pretraining on a cohort's items, labels ignored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.transforms import Compose
+from torch.utils.data import DataLoader, RandomSampler
+
+from clinical.cohort import read_manifest
+from clinical.data import DEFAULT_SIZES, ManifestDataset, preset, seed_epoch, spatial_dims_of
+from clinical.errors import ConfigurationError
+from clinical.models.classifier import ClassifierModel
+from clinical.models.factory import create_model
+from clinical.models.pretraining.augment import TwoViews, contrastive_view
+from clinical.models.pretraining.simclr import train_simclr
+from clinical.models.weights import WeightsSource, save_backbone
+
+__all__ = ["METHODS", "PretrainResult", "pretrain"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("simclr",)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """A pretrained backbone, the loss of each epoch and where it was saved (if it was)."""
+
+    model: ClassifierModel
+    losses: tuple[float, ...]
+    path: Path | None
+
+
+def pretrain(
+    cohort: str | Path,
+    *,
+    method: str = "simclr",
+    model: str = "resnet18",
+    kind: str | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    size: int | Sequence[int] | None = None,
+    lr: float = 1e-3,
+    temperature: float = 0.2,
+    seed: int = 0,
+    items: Sequence[str] | None = None,
+    pretrained: WeightsSource | None = None,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    cache_bytes: int = 512 * 2**20,
+) -> PretrainResult:
+    """Learn a backbone from a cohort's items without their labels; optionally save it.
+
+    Parameters
+    ----------
+    cohort
+        A cohort folder (``manifest.parquet`` and the cached arrays).
+    method
+        One of :data:`METHODS`.
+    model
+        A registered model name; 2D or 3D follows the items' kind.
+    kind
+        Which items to use when the cohort holds several kinds (``image``, ``volume``, ``tile``, ``photo``).
+    epochs, batch_size, lr, temperature
+        Optimisation; a batch must hold at least two items.
+    size
+        Spatial size the items are resized to (``clinical.data.DEFAULT_SIZES[kind]`` when ``None``).
+    seed
+        Seeds the initialisation, the item order and the augmentation.
+    items
+        ``item_id`` values to use (e.g. a split's training items); all items of ``kind`` when ``None``.
+    pretrained
+        Weights to start from (see :func:`clinical.models.create_model`).
+    out
+        Where to write the backbone (:func:`clinical.models.save_backbone`); nothing is written when ``None``.
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown method, a cohort mixing kinds without ``kind``, mixed channel counts,
+        or fewer items than two.
+    ManifestError
+        When the cohort has no manifest or an array is missing.
+    """
+    if method not in METHODS:
+        raise ConfigurationError(f"Unknown pretraining method {method!r}; available: {list(METHODS)}.")
+    manifest = read_manifest(cohort)
+    kinds = sorted(manifest["kind"].unique())
+    if kind is None:
+        if len(kinds) != 1:
+            raise ConfigurationError(f"The cohort holds items of kinds {kinds}; choose one with kind= (--kind).")
+        kind = kinds[0]
+    manifest = manifest[manifest["kind"] == kind]
+    if items is not None:
+        manifest = manifest[manifest["item_id"].isin(set(items))]
+    if len(manifest) < 2:
+        raise ConfigurationError(
+            f"Pretraining needs at least two items of kind {kind!r}; the cohort has {len(manifest)}."
+        )
+    channels = sorted({int(shape[0]) for shape in manifest["shape"]})
+    if len(channels) != 1:
+        raise ConfigurationError(f"The {kind} items have different channel counts {channels}; pretrain on one count.")
+    dims = spatial_dims_of(kind)
+    size = tuple(size) if isinstance(size, Sequence) else (size,) * dims if size else DEFAULT_SIZES[kind]
+
+    torch.manual_seed(seed)
+    encoder = create_model(model, spatial_dims=dims, in_channels=channels[0], num_classes=1, pretrained=pretrained)
+    base = preset(kind, train=False, size=size)
+    classes = sorted(manifest["label"].dropna().astype(str).unique())
+    dataset = ManifestDataset(
+        manifest,
+        cohort,
+        classes=classes,
+        transform=Compose([*base.transforms, TwoViews(contrastive_view(size))]),
+        cache_bytes=cache_bytes,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(batch_size, len(dataset))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=RandomSampler(dataset, generator=generator),
+        drop_last=True,
+        generator=generator,
+    )
+    logger.info(
+        "SimCLR on %d %s items (%d channel(s), size %s) with %s, %d epochs",
+        len(dataset),
+        kind,
+        channels[0],
+        size,
+        model,
+        epochs,
+    )
+    losses = train_simclr(
+        encoder,
+        loader,
+        epochs=epochs,
+        lr=lr,
+        temperature=temperature,
+        device=device,
+        on_epoch_start=lambda epoch: seed_epoch(loader, seed=seed, epoch=epoch),
+    )
+    path = None
+    if out is not None:
+        meta = {
+            "method": method,
+            "epochs": epochs,
+            "items": len(dataset),
+            "kind": kind,
+            "size": list(size),
+            "seed": seed,
+            "final_loss": losses[-1],
+        }
+        path = save_backbone(encoder, out, meta=meta)
+        logger.info("Backbone written to %s", path)
+    return PretrainResult(model=encoder, losses=tuple(losses), path=path)

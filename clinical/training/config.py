@@ -1,0 +1,148 @@
+"""The fine-tuning recipe as one validated, JSON-serialisable object.
+
+Everything that changes what a run learns lives here, so a run is redone from
+its ``config.json`` alone (plus the cohort, split and pretrained weights it names).
+Where a run writes (``out``) and what it resumes from are arguments of
+:func:`clinical.training.fit`, not recipe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clinical.errors import ConfigurationError
+
+__all__ = ["SCHEDULES", "TrainConfig", "load_config"]
+
+#: ``progressive``: head first, then layer groups unfrozen from the top; ``full``: everything
+#: trains from the start; ``linear-probe``: only the head ever trains.
+SCHEDULES = ("progressive", "full", "linear-probe")
+
+
+class TrainConfig(BaseModel):
+    """One fine-tuning recipe.
+
+    Learning rates are per group ``lr × layer_decay ** depth`` (depth 0 is the
+    head, 1 the last stage, ...). In the ``progressive`` schedule stage 0 trains
+    the head only, with the frozen backbone's BatchNorm statistics frozen too;
+    then one more group unfreezes from the top every ``unfreeze_every`` epochs,
+    or after ``unfreeze_patience`` epochs without a better validation score.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # model
+    model: str = Field("resnet18", description="registry name, see clinical.models.list_models()")
+    kind: Literal["image", "volume", "tile", "photo"] = Field("image", description="manifest kind; picks the preset")
+    in_channels: int = Field(1, ge=1)
+    pretrained: str | None = Field(None, description="path or URI of pretrained weights; None trains from scratch")
+    image_size: tuple[int, ...] = Field((224, 224), description="target size in pixels (D, H, W voxels for volumes)")
+
+    # schedule
+    schedule: Literal["progressive", "full", "linear-probe"] = "progressive"
+    epochs: int = Field(30, ge=1)
+    unfreeze_every: int | None = Field(None, ge=1, description="epochs per progressive stage (3 when neither is given)")
+    unfreeze_patience: int | None = Field(None, ge=1, description="unfreeze after this many epochs without progress")
+    max_trainable_groups: int | None = Field(
+        None, ge=1, description="progressive unfreezing stops once this many groups (head included) train; None: all"
+    )
+
+    # optimisation
+    lr: float = Field(1e-3, gt=0, description="learning rate of the head (AdamW)")
+    layer_decay: float = Field(0.5, gt=0, le=1, description="lr factor per group below the head")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW decoupled weight decay; never on norms and biases")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up at the start of every stage, then cosine")
+    batch_size: int = Field(16, ge=1)
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm")
+
+    # regularisation
+    cutmix_alpha: float = Field(0.0, ge=0, description="Beta(α, α) of CutMix; 0 disables it")
+    mixup_alpha: float = Field(0.0, ge=0, description="Beta(α, α) of MixUp; 0 disables it")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_balance: Literal["none", "weighted-loss", "sampler"] = "none"
+
+    # selection
+    monitor_level: Literal["patient", "study", "item"] = "patient"
+    early_stopping_patience: int | None = Field(10, ge=1, description="epochs without a better validation AUROC")
+
+    # data
+    num_workers: int = Field(0, ge=0)
+    cache_bytes: int = Field(1 << 30, ge=0, description="bytes of preprocessed items kept in memory")
+
+    # hardware
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when available)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast dtype; fp16 adds a GradScaler")
+    channels_last: bool = False
+    compile: bool = False
+
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_stage_length(cls, values: object) -> object:
+        given = isinstance(values, dict) and (values.get("unfreeze_every"), values.get("unfreeze_patience"))
+        if given == (None, None):
+            return {**values, "unfreeze_every": 3}
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.unfreeze_every is not None and self.unfreeze_patience is not None:
+            raise ValueError(
+                "give at most one of unfreeze_every (epochs per progressive stage) or "
+                f"unfreeze_patience (epochs without progress); got unfreeze_every={self.unfreeze_every}, "
+                f"unfreeze_patience={self.unfreeze_patience}"
+            )
+        dims = 3 if self.kind == "volume" else 2
+        if len(self.image_size) not in (1, dims) or min(self.image_size) < 1:
+            raise ValueError(
+                f"image_size must be 1 or {dims} positive ints for kind={self.kind!r}; got {self.image_size}"
+            )
+        if self.amp == "fp16" and not self.device.startswith(("cuda", "auto")):
+            raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
+        return self
+
+    @classmethod
+    def build(cls, **values: object) -> TrainConfig:
+        """Validate ``values``; a bad value raises :class:`ConfigurationError` naming the field."""
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise ConfigurationError(_describe(error)) from None
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3 if self.kind == "volume" else 2
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON (kept with every run and checkpoint)."""
+        Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True))
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a config written by :meth:`TrainConfig.save`.
+
+    Raises
+    ------
+    ConfigurationError
+        When the file is missing, not JSON, or holds an invalid config.
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigurationError(f"Cannot read the training config {path.name}: {error}.") from None
+    return TrainConfig.build(**values)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "config"
+        parts.append(f"{field}: {problem['msg']} (got {problem.get('input')!r})")
+    return "Invalid training config — " + "; ".join(parts) + "."

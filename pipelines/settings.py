@@ -1,0 +1,62 @@
+"""What a pipeline run is asked to do, validated before any work starts (Prefect renders it as a form)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from clinical.training import TrainConfig
+
+__all__ = ["PipelineSettings"]
+
+
+class PipelineSettings(BaseModel):
+    """One cohort-to-champion run: sources, where results go, and the recipe of each stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # sources and where the stages write
+    sources: list[str] = Field(description="folders or files to ingest (DICOM, NIfTI, slides, photographs)")
+    labels: str | None = Field(None, description="labels CSV (see clinical.ingest.labels)")
+    sites: str | None = Field(None, description="sites CSV; else InstitutionName, else the folder")
+    workdir: str = Field(description="where the cohort, split, backbone and runs are written")
+    ingest_options: dict[str, Any] = Field(default_factory=dict, description="extra clinical.ingest.ingest options")
+    ingest_workers: int | None = Field(None, ge=0, description="ingest processes; None: one per CPU, at most 8")
+
+    # split and audit
+    folds: int = Field(3, ge=2)
+    seed: int = 0
+    split_by: Literal["patient", "study"] = "patient"
+    audit_inflation: bool = Field(True, description="measure what an item-level split would have inflated")
+
+    # self-supervised pretraining (None: start from `train.pretrained` or from scratch)
+    pretrain_method: Literal["simclr"] | None = "simclr"
+    pretrain_epochs: int = Field(5, ge=1)
+    pretrain_batch_size: int = Field(64, ge=2)
+
+    # fine-tuning recipe (clinical.training.TrainConfig fields)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    # tracking and registry
+    experiment: str = "clinical"
+    model_name: str = Field("clinical-classifier", description="registered model name in MLflow")
+    gate_margin: float | None = Field(None, description="promote only when better by this much; None: paired test")
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples for the CIs")
+
+    @field_validator("train")
+    @classmethod
+    def _valid_recipe(cls, value: dict[str, Any]) -> dict[str, Any]:
+        TrainConfig.build(**value)  # raises ConfigurationError naming the field
+        return value
+
+    def recipe(self, *, pretrained: str | None) -> TrainConfig:
+        """The fine-tuning recipe, starting from ``pretrained`` when pretraining ran."""
+        values = dict(self.train)
+        if pretrained is not None:
+            values["pretrained"] = pretrained
+        return TrainConfig.build(**values)
+
+    def path(self, *parts: str) -> str:
+        return str(Path(self.workdir).joinpath(*parts))

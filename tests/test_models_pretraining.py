@@ -1,0 +1,83 @@
+"""Self-supervised pretraining: the loss, the views, the command, and a test that it learns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clinical.cli import main
+from clinical.cohort import write_manifest
+from clinical.errors import ConfigurationError
+from clinical.models import create_model
+from clinical.models.pretraining import contrastive_view, nt_xent_loss, pretrain
+
+
+def test_nt_xent_rewards_matching_views():
+    torch.manual_seed(0)
+    z = torch.eye(8, 16) * 10
+    matched = nt_xent_loss(z, z.clone(), temperature=0.05)
+    shuffled = nt_xent_loss(z, z.roll(1, dims=0), temperature=0.2)
+    random = nt_xent_loss(torch.randn(64, 16), torch.randn(64, 16), temperature=1.0)
+    assert matched < 0.01
+    assert shuffled > 4
+    assert random == pytest.approx(math.log(127), rel=0.1)  # chance: one partner among 2B - 1
+
+
+@pytest.mark.parametrize("size", [(32, 32), (8, 16, 16)])
+def test_views_keep_the_shape_and_differ(size):
+    view = contrastive_view(size)
+    view.set_random_state(0)
+    image = torch.randn(1, *size)
+    first, second = view(image), view(image)
+    assert first.shape == second.shape == image.shape
+    assert not torch.allclose(first, second)
+
+
+def _write_cohort(folder, kinds):
+    rows = []
+    rng = np.random.default_rng(0)
+    for index, kind in enumerate(kinds):
+        shape = (1, 16, 16) if kind != "volume" else (1, 4, 16, 16)
+        path = f"arrays/{index}.npy"
+        (folder / "arrays").mkdir(parents=True, exist_ok=True)
+        np.save(folder / path, rng.normal(size=shape).astype(np.float32))
+        rows.append(
+            {
+                "item_id": f"i{index}",
+                "patient_key": f"p{index}",
+                "study_key": f"s{index}",
+                "series_key": f"r{index}",
+                "site": "a",
+                "modality": "CR",
+                "kind": kind,
+                "label": None,
+                "path": path,
+                "source": [f"{index}.dcm"],
+                "shape": list(shape),
+                "spacing": [1.0] * (len(shape) - 1),
+                "source_digest": f"d{index}",
+            }
+        )
+    write_manifest(pd.DataFrame(rows), folder)
+    return folder
+
+
+def test_pretrain_checks_its_inputs(tmp_path):
+    mixed = _write_cohort(tmp_path / "mixed", ["image", "image", "volume", "volume"])
+    with pytest.raises(ConfigurationError, match=r"kinds \['image', 'volume'\]; choose one with kind="):
+        pretrain(mixed, epochs=1)
+    with pytest.raises(ConfigurationError, match="Unknown pretraining method 'moco'"):
+        pretrain(mixed, method="moco")
+    with pytest.raises(ConfigurationError, match="at least two items of kind 'image'"):
+        pretrain(mixed, kind="image", items=["i0"])
+
+
+def test_pretrain_volumes_in_3d(tmp_path):
+    cohort = _write_cohort(tmp_path / "volumes", ["volume"] * 4)
+    result = pretrain(cohort, model="r2plus1d_18", epochs=1, batch_size=4, size=(4, 16, 16), out=tmp_path / "video.pt")
+    model = create_model("r2plus1d_18", spatial_dims=3, pretrained=result.path)
+    assert model.weights_report.reinitialised == ("fc.weight", "fc.bias")

@@ -1,0 +1,133 @@
+"""End to end: a real `prefect server`, a process work pool and worker, and a real `mlflow server`, on 127.0.0.1.
+
+A deployment of ``cohort_to_champion`` is triggered through the Prefect API,
+the worker runs it, and the champion appears in the MLflow registry; a second
+run reuses the ingest and split results from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from clinical.tracking import CHAMPION, LocalMlflowServer, alias_version
+from clinical.tracking.server import free_port
+
+pytestmark = pytest.mark.servers
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POOL = "clinical-test-pool"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    with LocalMlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory: pytest.TempPathFactory, mlflow_server: LocalMlflowServer):
+    """A Prefect server and a process worker; yields the environment the worker runs flows with."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_TRACKING_URI": mlflow_server.uri,
+           "PREFECT_LOGGING_LEVEL": "INFO"}
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=open(home / "server.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    worker = None
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/api/health", timeout=300)
+        subprocess.run([str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process"], env=env, check=True,
+                       capture_output=True, timeout=120)
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+                                  env=env, cwd=ROOT, stdout=open(home / "worker.log", "wb"),  # noqa: SIM115
+                                  stderr=subprocess.STDOUT)
+        yield env
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
+
+
+def test_a_deployment_run_registers_a_champion_and_a_rerun_hits_the_cache(
+    prefect_env: dict, mlflow_server: LocalMlflowServer, small_synthetic_radiographs: Path, tmp_path: Path
+):
+    task = small_synthetic_radiographs / "radiographs"
+    settings = {
+        "sources": [str(task)],
+        "labels": str(task / "labels.csv"),
+        "workdir": str(tmp_path / "work"),
+        "ingest_workers": 0,
+        "folds": 2,
+        "audit_inflation": False,
+        "pretrain_epochs": 1,
+        "pretrain_batch_size": 32,
+        "train": {"model": "resnet18", "image_size": [32, 32], "epochs": 2, "unfreeze_every": 1, "batch_size": 32},
+        "experiment": "e2e",
+        "model_name": "e2e-radiographs",
+        "n_boot": 200,
+    }
+    with temporary_settings(updates={PREFECT_API_URL: prefect_env["PREFECT_API_URL"]}):
+        deployment = flow.from_source(source=str(ROOT), entrypoint="pipelines/flows.py:cohort_to_champion").deploy(
+            name="e2e", work_pool_name=POOL, build=False, push=False,
+            job_variables={"env": {"MLFLOW_TRACKING_URI": mlflow_server.uri}},
+        )
+        assert deployment
+        first = run_deployment("cohort-to-champion/e2e", parameters={"settings": settings}, timeout=1500)
+        assert first.state.is_completed(), first.state
+        assert alias_version("e2e-radiographs", CHAMPION, client=MlflowClient(mlflow_server.uri)) == "1"
+
+        second = run_deployment("cohort-to-champion/e2e", parameters={"settings": settings}, timeout=1500)
+        assert second.state.is_completed(), second.state
+        states = _task_states(second.id)
+    assert states["ingest"] == {"Cached"}
+    assert states["split"] == {"Cached"}
+    assert states["train fold"] == {"Cached"}
+    assert alias_version("e2e-radiographs", CHAMPION, client=MlflowClient(mlflow_server.uri)) == "1"
+
+
+def _task_states(flow_run_id: UUID) -> dict[str, set[str]]:
+    """State names of each task (by task name) in a flow run and its subflow runs."""
+
+    async def read() -> dict[str, set[str]]:
+        async with get_client() as client:
+            runs = {flow_run_id}
+            for _ in range(3):  # subflows are task runs of their parent with a child flow run
+                found = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs))))
+                runs |= {t.state.state_details.child_flow_run_id for t in found} - {None}
+            states: dict[str, set[str]] = {}
+            for t in await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs)))):
+                states.setdefault(t.name.rsplit("-", 1)[0], set()).add(t.state.name)
+            return states
+
+    return asyncio.run(read())
+
+
+def _wait_for(url: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
