@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 # Tools the project starts (uvicorn under `mlflow models serve`, prefect, mlflow) come from the venv.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# No usage telemetry from MLflow or Prefect: nothing leaves the machine but calls to configured servers.
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := true
 
 .PHONY: demo test lint bench clean
 

@@ -33,7 +33,7 @@ from clinical.ingest import ingest
 from clinical.splits import split_manifest
 from clinical.tracking import save_classifier
 from clinical.tracking.runs import load_registered
-from clinical.tracking.server import free_port
+from clinical.tracking.server import free_port, wait_until_up
 from clinical.training import TrainConfig, fit
 
 CLIENTS = 20
@@ -69,7 +69,7 @@ def main() -> None:
         )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}/invocations"
-            _wait_for(f"http://127.0.0.1:{port}/ping")
+            wait_until_up(f"http://127.0.0.1:{port}", path="/ping", timeout=300)
             served = _latencies(lambda: _post(url, payloads[0]), LATENCY_REQUESTS)
             for q in (50, 95):
                 emit(f"serving_latency_p{q}", ours=float(np.percentile(served, q)) * 1e3,
@@ -136,16 +136,6 @@ def _load(url: str, payloads: list[bytes]) -> dict[str, int]:
         thread.join()
     return counts
 
-
-def _wait_for(url: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 if __name__ == "__main__":

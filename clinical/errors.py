@@ -14,6 +14,7 @@ __all__ = [
     "InvalidSeriesError",
     "LeakageError",
     "ManifestError",
+    "PacsUnavailableError",
     "PredictionsError",
     "UnsupportedFileError",
     "WeightsError",
@@ -46,6 +47,10 @@ class UnsupportedFileError(IngestError):
 
 class InvalidSeriesError(IngestError):
     """Slices that claim to form one volume do not (mixed sizes, duplicate or missing positions)."""
+
+
+class PacsUnavailableError(ClinicalError, ConnectionError):
+    """The PACS did not answer (after retries); the message names it without credentials. Rerun to resume."""
 
 
 class LeakageError(ClinicalError, ValueError):

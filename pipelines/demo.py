@@ -9,10 +9,12 @@ as Prefect flows (Prefect's temporary server unless PREFECT_API_URL is set).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
+from clinical.cli.synth import format_summary
 from clinical.cohort.synthetic import generate_cohort
 from clinical.evaluation.report import format_metric
 from pipelines.settings import PipelineSettings
@@ -37,6 +39,7 @@ def demo_settings(workdir: Path, *, size: str) -> PipelineSettings:
     source = workdir / "synthetic"
     if not (source / "radiographs" / "labels.csv").is_file():
         generate_cohort(source, size=size, seed=0, tasks=("radiographs",))
+    print(format_summary(json.loads((source / "summary.json").read_text())))
     return PipelineSettings(
         sources=[str(source / "radiographs")],
         labels=str(source / "radiographs" / "labels.csv"),

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
@@ -37,6 +37,7 @@ from clinical.tracking import (
     train_fold,
 )
 from clinical.training import TrainConfig
+from pipelines.pacs import pull_flow
 from pipelines.settings import PipelineSettings
 
 __all__ = [
@@ -142,6 +143,8 @@ def register_task(
 @flow(name="ingest")
 def ingest_flow(settings: PipelineSettings) -> dict[str, Any]:
     """Sources → cohort folder (manifest, rejections, cached arrays); skipped when the sources did not change."""
+    if settings.pacs is not None:
+        return pull_flow(settings)
     fingerprint = fingerprint_task(settings.sources, settings.labels, settings.sites)
     return ingest_task(settings.sources, settings.path("cohort"), labels=settings.labels, sites=settings.sites,
                        options=settings.ingest_options, workers=settings.ingest_workers, fingerprint=fingerprint)
@@ -177,9 +180,10 @@ def train_flow(settings: PipelineSettings, cohort: dict[str, Any], split: dict[s
     parent = start_cv_task(recipe, cohort["cohort"], split["split"], split_digest=split["digest"],
                            experiment=settings.experiment)
     folds = outer_folds(split["split"])
-    futures = train_fold_task.map(folds, recipe=recipe, cohort=cohort["cohort"], split=split["split"],
-                                  split_digest=split["digest"], out=settings.path("runs", split["digest"][:12]),
-                                  experiment=settings.experiment, parent_run_id=parent)
+    static = {"recipe": recipe, "cohort": cohort["cohort"], "split": split["split"], "split_digest": split["digest"],
+              "out": settings.path("runs", split["digest"][:12]), "experiment": settings.experiment,
+              "parent_run_id": parent}
+    futures = train_fold_task.map(folds, **{name: unmapped(value) for name, value in static.items()})
     return {"parent_run_id": parent, "fold_runs": [f.result() for f in futures]}
 
 

@@ -25,6 +25,14 @@ class PipelineSettings(BaseModel):
     ingest_options: dict[str, Any] = Field(default_factory=dict, description="extra clinical.ingest.ingest options")
     ingest_workers: int | None = Field(None, ge=0, description="ingest processes; None: one per CPU, at most 8")
 
+    # PACS to pull from before ingest (None: ingest `sources`); credentials from CLINICAL_PACS_USER/_PASSWORD
+    pacs: str | None = Field(None, description="dicomweb+http://host:port/dicom-web or dimse://AET@host:port")
+    pacs_since: str | None = Field(None, description="first study date YYYY-MM-DD (None: any)")
+    pacs_until: str | None = Field(None, description="last study date YYYY-MM-DD (None: any)")
+    pacs_modalities: list[str] = Field(default_factory=list, description="modalities in study, e.g. CR, DX")
+    pacs_accessions: str | None = Field(None, description="CSV with an accession_number column")
+    pacs_patients: str | None = Field(None, description="CSV with a patient_id column")
+
     # split and audit
     folds: int = Field(3, ge=2)
     seed: int = 0

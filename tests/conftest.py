@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from clinical.cohort.synthetic import generate_cohort
 from clinical.ingest import ingest
+
+# No usage telemetry from the servers and clients the tests start (the Makefile sets the same for `make`).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 #: A fixed pseudonym key for tests, so patient keys are reproducible across fixtures.
 TEST_KEY = "test-pseudonym-key"

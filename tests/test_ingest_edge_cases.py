@@ -402,3 +402,30 @@ def test_cli_prints_the_invariant(tree, tmp_path, capsys, monkeypatch):
     assert "= found" in printed and "rejections" in printed
     for value in PHI:
         assert value not in printed
+
+
+def test_labels_csv_can_name_the_patient_and_sites_csv_the_site(tree, tmp_path):
+    from clinical.ingest import keyed_hash, load_key
+
+    labels = tmp_path / "labels.csv"
+    table = {"file": ["papyrus1/scan16.png"], "patient_id": ["P-77"], "label": ["beta"]}
+    pd.DataFrame(table).to_csv(labels, index=False)
+    sites = tmp_path / "sites.csv"
+    pd.DataFrame({"folder": ["papyrus1"], "site": ["museum"]}).to_csv(sites, index=False)
+    ingest(tree / "siteD", tmp_path / "c", key=KEY, workers=0, labels=labels, sites=sites, progress=False)
+    manifest = read_manifest(tmp_path / "c")
+    manifest.index = manifest["source"].map(lambda s: s[0])
+    assert manifest.loc["papyrus1/scan16.png", "patient_key"] == keyed_hash(load_key(KEY), "P-77")
+    assert manifest.loc["papyrus1/scan16.png", "label"] == "beta"
+    assert pd.isna(manifest.loc["papyrus1/rgb16.tif", "label"])  # unlabelled items are kept
+    assert manifest.loc["papyrus1/rgb16.tif", "patient_key"] == keyed_hash(load_key(KEY), "papyrus1")
+    assert set(manifest["site"]) == {"museum"}
+
+
+def test_slide_tiles_at_a_lower_level(tree, tmp_path):
+    ingest(tree / "siteE", tmp_path, key=KEY, workers=0, tile_size=64, tile_level=1, max_tiles_per_slide=None,
+           progress=False)
+    tiles = read_manifest(tmp_path)
+    assert set(tiles["tile_level"]) == {1} and len(tiles) > 5
+    assert all(list(s) == pytest.approx([1.0, 1.0]) for s in tiles["spacing"])  # 0.5 µm × downsample 2
+    assert (tiles["tile_x"] % 128 == 0).all()  # level-0 coordinates of a 64-pixel grid at level 1

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining: the loss, the views, the command, and a test that it learns."""
+"""Self-supervised pretraining: the loss, the views, the command and the backbone it writes."""
 
 from __future__ import annotations
 
@@ -81,3 +81,27 @@ def test_pretrain_volumes_in_3d(tmp_path):
     result = pretrain(cohort, model="r2plus1d_18", epochs=1, batch_size=4, size=(4, 16, 16), out=tmp_path / "video.pt")
     model = create_model("r2plus1d_18", spatial_dims=3, pretrained=result.path)
     assert model.weights_report.reinitialised == ("fc.weight", "fc.bias")
+
+
+@pytest.fixture(scope="module")
+def radiographs(tmp_path_factory):
+    """The synthetic chest radiographs (small: 60 patients, ~120 images, three sites), ingested."""
+    from clinical.cohort.synthetic import generate_cohort
+    from clinical.ingest import ingest
+
+    root = tmp_path_factory.mktemp("radiographs")
+    generate_cohort(root / "source", size="small", seed=0, tasks=["radiographs"])
+    task = root / "source" / "radiographs"
+    ingest(task, root / "cohort", labels=task / "labels.csv", progress=False)
+    return root / "cohort"
+
+
+def test_cli_writes_a_backbone_that_loads(radiographs, tmp_path):
+    out = tmp_path / "backbone.pt"
+    code = main(
+        ["pretrain", str(radiographs), "--epochs", "1", "--size", "32", "--batch-size", "16", "--out", str(out)]
+    )
+    assert code == 0
+    model = create_model("resnet18", in_channels=1, num_classes=2, pretrained=out)
+    assert model.weights_report.reinitialised == ("fc.weight", "fc.bias")
+    assert torch.load(out, weights_only=True)["meta"]["method"] == "simclr"

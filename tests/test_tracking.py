@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -36,7 +35,7 @@ from clinical.tracking import (
     replay_outbox,
     train_fold,
 )
-from clinical.tracking.server import free_port
+from clinical.tracking.server import free_port, wait_until_up
 from clinical.training import BaseCallback, TrainConfig, fit
 
 pytestmark = pytest.mark.servers
@@ -133,7 +132,7 @@ def test_a_fresh_process_predicts_from_dicom_bytes_what_training_predicted(
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}/invocations"
-        _wait_for(f"http://127.0.0.1:{port}/ping", timeout=180)
+        wait_until_up(f"http://127.0.0.1:{port}", path="/ping", timeout=300)
         body = {"dataframe_split": {"columns": ["file"], "data": payload.to_numpy().tolist()}}
         status, answer = _post(url, body)
         assert status == 200
@@ -242,13 +241,3 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
 
-
-def _wait_for(url: str, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")

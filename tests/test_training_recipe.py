@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import TEST_KEY
 from test_training_helpers import TINY
 
 from clinical.cohort.manifest import read_manifest
 from clinical.cohort.synthetic import generate_cohort
+from clinical.evaluation import score
 from clinical.ingest import ingest
 from clinical.models import create_model, save_backbone
 from clinical.splits import split_manifest
@@ -33,7 +35,7 @@ def domain_backbone(tmp_path_factory) -> Path:
     task = root / "raw" / "radiographs"
     ingest([task], root / "cohort", labels=task / "labels.csv", key=TEST_KEY, workers=0, progress=False)
     manifest = read_manifest(root / "cohort")
-    config = TrainConfig.build(model=TINY, image_size=SIZE, schedule="full", epochs=6, batch_size=16, lr=1e-2,
+    config = TrainConfig.build(model=TINY, image_size=SIZE, schedule="full", epochs=4, batch_size=16, lr=1e-2,
                                layer_decay=1.0, early_stopping_patience=None)
     result = fit(config, manifest=manifest, cohort_dir=root / "cohort", split=split_manifest(manifest, folds=4, seed=0),
                  fold=0, out=root / "run")
@@ -45,16 +47,19 @@ def domain_backbone(tmp_path_factory) -> Path:
 def test_progressive_freezing_learns_and_keeps_up_with_full_fine_tuning(small_radiographs, domain_backbone, tmp_path):
     manifest = read_manifest(small_radiographs)
     split = split_manifest(manifest, folds=3, seed=0)
-    figures = {}
+    pooled, per_fold = {}, {}
     for schedule in ("progressive", "full"):
         config = TrainConfig.build(model=TINY, pretrained=str(domain_backbone), image_size=SIZE, schedule=schedule,
-                                   epochs=6, unfreeze_every=1, batch_size=16, lr=3e-3, layer_decay=0.5,
+                                   epochs=5, unfreeze_every=1, batch_size=16, lr=3e-3, layer_decay=0.5,
                                    early_stopping_patience=None)
         results = cross_validate(config, manifest=manifest, cohort_dir=small_radiographs, split=split,
                                  out=tmp_path / schedule)
-        figures[schedule] = summarize(results)["auroc"]
-    progressive, full = figures["progressive"], figures["full"]
-    assert progressive["n"] == 3 and full["n"] == 3
-    assert progressive["mean"] >= 0.7, figures  # clearly above chance (0.5)
-    noise = max(0.1, progressive["sd"] + full["sd"])
-    assert progressive["mean"] >= full["mean"] - noise, figures
+        assert all(r.config.pretrained for r in results)
+        # Every patient is tested in exactly one fold: the pooled out-of-fold AUROC over all 60
+        # patients is a steadier yardstick than the mean of three 20-patient AUROCs.
+        frame = pd.concat([r.test_predictions for r in results], ignore_index=True)
+        pooled[schedule] = score(frame, results[0].classes, level="patient")["auroc"]
+        per_fold[schedule] = summarize(results)["auroc"]
+    print(f"patient-level test AUROC, pooled out-of-fold: {pooled}; per fold: {per_fold}")
+    assert pooled["progressive"] >= 0.65, pooled  # clearly above chance (0.5) for 60 patients
+    assert pooled["progressive"] >= pooled["full"] - 0.1, pooled

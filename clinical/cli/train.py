@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["add_parser", "callbacks_for", "config_from_args", "run"]
+__all__ = ["add_parser", "config_from_args", "run"]
 
 #: Command-line flag → TrainConfig field, for the flags that map one to one.
 _FIELDS = {
@@ -64,7 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     hardware.add_argument("--channels-last", action="store_true", default=None)
     hardware.add_argument("--compile", action="store_true", default=None)
     hardware.add_argument("--workers", type=int, help="DataLoader worker processes")
-    # Hook: the tracking layer adds its options here (e.g. --register NAME) and its callback in callbacks_for().
+    tracking = parser.add_argument_group("tracking (MLflow at MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    tracking.add_argument("--experiment", help="log every fold as a nested run of one parent run in this experiment")
+    tracking.add_argument("--register", metavar="NAME",
+                          help="register the best fold's model under NAME (first version: @champion; later: "
+                               "@challenger unless the promotion gate lets it through); implies tracking")
+    tracking.add_argument("--gate-margin", type=float, default=None,
+                          help="promote a challenger only when better by this AUROC margin (default: paired test)")
     parser.set_defaults(func=run)
 
 
@@ -83,11 +89,6 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.build(**values)
 
 
-def callbacks_for(args: argparse.Namespace) -> list:
-    """Callbacks of this invocation. The tracking layer's MLflow callback (``--register``) joins here."""
-    return []
-
-
 def run(args: argparse.Namespace) -> int:
     from clinical.cohort import read_manifest
     from clinical.errors import ConfigurationError
@@ -95,17 +96,18 @@ def run(args: argparse.Namespace) -> int:
     from clinical.training import cross_validate, fit, summarize
 
     config = config_from_args(args)
-    manifest = read_manifest(args.cohort)
-    split = read_split(args.split)[0]
-    callbacks = callbacks_for(args)
-    if args.fold is None:
+    if args.fold is None and args.resume is not None:
+        raise ConfigurationError("--resume continues one fold's run; give --fold with it.")
+    if args.experiment or args.register:
         if args.resume is not None:
-            raise ConfigurationError("--resume continues one fold's run; give --fold with it.")
-        results = cross_validate(config, manifest=manifest, cohort_dir=args.cohort, split=split, out=args.out,
-                                 callbacks=callbacks)
+            raise ConfigurationError("--resume is for untracked runs; a tracked run starts a new MLflow run.")
+        results = _run_tracked(args, config)
+    elif args.fold is None:
+        results = cross_validate(config, manifest=read_manifest(args.cohort), cohort_dir=args.cohort,
+                                 split=read_split(args.split)[0], out=args.out)
     else:
-        results = [fit(config, manifest=manifest, cohort_dir=args.cohort, split=split, fold=args.fold,
-                       out=args.out, callbacks=callbacks, resume=args.resume)]
+        results = [fit(config, manifest=read_manifest(args.cohort), cohort_dir=args.cohort,
+                       split=read_split(args.split)[0], fold=args.fold, out=args.out, resume=args.resume)]
     for r in results:
         test = r.test_metrics.get("auroc", float("nan"))
         print(f"fold {r.fold}: best epoch {r.best_epoch}, val AUROC {r.best_score:.3f}, test AUROC {test:.3f} "
@@ -117,3 +119,31 @@ def run(args: argparse.Namespace) -> int:
             f"{k} {summary[k]['mean']:.3f} ± {summary[k]['sd']:.3f}"
             for k in ("auroc", "auprc", "balanced_accuracy", "f1") if k in summary))
     return 0
+
+
+def _run_tracked(args: argparse.Namespace, config) -> list:
+    """Every fold (or one) logged to MLflow under one parent run; the best fold registered when asked."""
+    from clinical.tracking import (
+        finish_cross_validation,
+        outer_folds,
+        register_best_fold,
+        start_cross_validation,
+        train_fold,
+    )
+    from clinical.training import load_result
+
+    experiment = args.experiment or "clinical"
+    folds = [args.fold] if args.fold is not None else outer_folds(args.split)
+    parent = start_cross_validation(config, cohort_dir=args.cohort, split_path=args.split, experiment=experiment)
+    runs = [train_fold(config, cohort_dir=args.cohort, split_path=args.split, fold=fold,
+                       out=args.out / f"fold-{fold}", experiment=experiment, parent_run_id=parent)
+            for fold in folds]
+    cv = finish_cross_validation(parent, runs, cohort_dir=args.cohort, split_path=args.split)
+    print(f"MLflow parent run {parent} (experiment {experiment!r})")
+    print(cv.table.round(3).to_string(index=False))
+    if args.register:
+        model = register_best_fold(runs, args.register, cohort_dir=args.cohort, split_path=args.split,
+                                   margin=args.gate_margin)
+        print(f"registered {model.name} version {model.version} as @{model.alias}"
+              + (f" ({model.decision['reason']})" if model.decision else ""))
+    return [load_result(run.out) for run in runs]

@@ -6,6 +6,12 @@ Importing this package also teaches ``clinical.models.create_model`` to take
 
 from __future__ import annotations
 
+import os
+
+# Nothing leaves the machine but calls to the servers the user configured: MLflow's usage telemetry is off
+# unless the user turned it on explicitly.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from clinical.tracking import weights  # noqa: F401 - registers the models:/ weights loader
 from clinical.tracking.callback import MlflowCallback, dataset_input, fit_plots, start_parent_run
 from clinical.tracking.outbox import Outbox, replay_outbox

@@ -136,7 +136,7 @@ def register_run_model(
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         version = str(existing[0].version)
-        aliases = list(existing[0].aliases)
+        aliases = list(client.get_model_version(name, version).aliases)  # search results leave aliases out
         logger.info("%s already holds run %s as version %s; nothing registered", name, run_id, version)
         return version, CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else "")
     version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name, tags=dict(tags or {})).version

@@ -29,6 +29,7 @@ __all__ = [
     "require_tracking_server",
     "run_url",
     "server_is_up",
+    "wait_until_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,15 +46,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_is_up(uri: str, *, timeout: float = 2.0) -> bool:
-    """True when ``uri``'s ``/health`` answers 200. Non-HTTP URIs (SQLite, files) are always up."""
+def server_is_up(uri: str, *, timeout: float = 2.0, path: str = "/health") -> bool:
+    """True when ``uri + path`` answers 200. Non-HTTP URIs (SQLite, files) are always up."""
     if not uri.startswith(("http://", "https://")):
         return True
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+        with urllib.request.urlopen(uri.rstrip("/") + path, timeout=timeout) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def wait_until_up(uri: str, *, path: str = "/health", timeout: float = 180.0) -> None:
+    """Poll ``uri + path`` until it answers 200 (a server we started is ready); raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not server_is_up(uri, timeout=2.0, path=path):
+        if time.monotonic() > deadline:
+            raise TrackingUnavailableError(f"{_without_credentials(uri)}{path} did not answer within {timeout:g} s.")
+        time.sleep(0.5)
 
 
 def require_tracking_server(uri: str | None = None, *, timeout: float = 5.0) -> str:

@@ -20,7 +20,8 @@ class Callback(Protocol):
         Once, before the first epoch. ``info`` holds ``fold``, ``classes``,
         ``n_train``/``n_val``/``n_test`` items, ``groups`` (layer group names,
         input → output), ``device``, ``world_size``, ``cohort_digest``,
-        ``out`` and ``resumed_from_epoch`` (``None`` for a fresh run).
+        ``out``, ``resumed_from_epoch`` (``None`` for a fresh run) and
+        ``pretrained_keys_loaded`` (0 when training from scratch).
     ``on_epoch_end(epoch, metrics, state)``
         After each epoch's validation and checkpoint. ``metrics`` holds
         ``train_loss``, ``val_loss`` and ``val_<metric>`` at the monitored level

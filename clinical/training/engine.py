@@ -55,7 +55,6 @@ def fit(
     out: str | Path,
     callbacks: tuple[Callback, ...] | list[Callback] = (),
     resume: str | Path | None = None,
-    model: nn.Module | None = None,
 ) -> FitResult:
     """Fine-tune ``config.model`` on the train items of ``fold``, choosing the epoch by validation AUROC.
 
@@ -74,9 +73,6 @@ def fit(
     resume
         A checkpoint of this run (``out/checkpoints/last.pt``): training continues after its
         epoch, with every state restored, and ends as the uninterrupted run would have.
-    model
-        A ready model with ``layer_groups()`` to use instead of ``create_model(config.model, ...)``
-        (e.g. a custom network); its head must have ``len(classes)`` outputs.
 
     Raises
     ------
@@ -100,9 +96,8 @@ def fit(
         config.save(out / "config.json")
 
     torch.manual_seed(config.seed)
-    if model is None:
-        model = create_model(config.model, spatial_dims=config.spatial_dims, in_channels=config.in_channels,
-                             num_classes=len(classes), pretrained=config.pretrained)
+    model = create_model(config.model, spatial_dims=config.spatial_dims, in_channels=config.in_channels,
+                         num_classes=len(classes), pretrained=config.pretrained)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)
@@ -120,6 +115,7 @@ def fit(
             "n_test": len(datasets["test"]) if datasets["test"] is not None else 0,
             "device": str(device), "world_size": info_dist.world_size, "cohort_digest": cohort_digest(manifest),
             "out": str(out), "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
+            "pretrained_keys_loaded": len(model.weights_report.loaded) if model.weights_report else 0,
         }
         for callback in callbacks:
             callback.on_fit_start(config, info)
@@ -133,9 +129,7 @@ def fit(
             for callback in callbacks:
                 callback.on_checkpoint(last, False)
             if state["improved"]:
-                best = save_checkpoint(out / "checkpoints" / "best.pt", {"model": loop.model_state(), "epoch": epoch,
-                                                                         "classes": classes,
-                                                                         "config": config.model_dump(mode="json")})
+                best = save_checkpoint(out / "checkpoints" / "best.pt", loop.best_payload())
                 for callback in callbacks:
                     callback.on_checkpoint(best, True)
             for callback in callbacks:
@@ -171,7 +165,7 @@ def _datasets(
         items = [i for i in roles.get(role, []) if i in known]
         dropped = sum(i not in labelled for i in items)
         if dropped:
-            logger.info("Fold %s: %d unlabelled item(s) left out of the %s part.", role, dropped, role)
+            logger.info("%d unlabelled item(s) left out of the %s part.", dropped, role)
         parts[role] = [i for i in items if i in labelled]
     for role in ("train", "val"):
         if not parts[role]:
@@ -228,6 +222,11 @@ class _Loop:
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def best_payload(self) -> dict[str, Any]:
+        """What ``best.pt`` holds: the best weights, their epoch, the classes and the config."""
+        return {"model": self._best_state, "epoch": self.best_epoch, "classes": self.classes,
+                "config": self.config.model_dump(mode="json")}
 
     # --- one epoch ------------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, Any]]:

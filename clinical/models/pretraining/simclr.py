@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ def train_simclr(
     weight_decay: float = 1e-6,
     temperature: float = 0.2,
     device: str | torch.device = "cpu",
-    on_epoch_start: callable | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``encoder`` in place with SimCLR; return the mean loss of each epoch.
 
