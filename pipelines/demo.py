@@ -22,7 +22,7 @@ from pipelines.settings import PipelineSettings
 #: The demo recipe: small enough for about ten minutes on two CPU cores, large enough to mean something.
 DEMO_TRAIN = {
     "model": "resnet18",
-    "image_size": [96, 96],
+    "image_size": [64, 64],
     "epochs": 8,
     "unfreeze_every": 2,
     "batch_size": 32,
@@ -45,7 +45,7 @@ def demo_settings(workdir: Path, *, size: str) -> PipelineSettings:
         labels=str(source / "radiographs" / "labels.csv"),
         workdir=str(workdir / "pipeline"),
         folds=3,
-        pretrain_epochs=5,
+        pretrain_epochs=3,
         train=DEMO_TRAIN,
         experiment="clinical-demo",
         model_name="clinical-radiographs",
@@ -60,11 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)  # MLflow puts a SQLite store's artifacts in ./mlruns: keep them with the demo
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow to start on a busy laptop
+    os.environ.setdefault("PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "2")  # the next fold starts soon
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(workdir / "prefect-results"))  # cache by outputs
 
-    from pipelines.flows import cohort_to_champion  # after the tracking URI is set
+    from prefect.client.orchestration import get_client  # after the settings above: they shape the temporary server
 
-    result = cohort_to_champion(demo_settings(workdir, size=args.size))
+    from pipelines.flows import cohort_to_champion
+
+    settings = demo_settings(workdir, size=args.size)
+    with get_client(sync_client=True) as client:  # folds share two CPU cores: one at a time, as on one GPU
+        if not any(limit.tag == "gpu" for limit in client.read_concurrency_limits(limit=100, offset=0)):
+            client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
+    result = cohort_to_champion(settings)
     _print_summary(result, os.environ["MLFLOW_TRACKING_URI"])
     return 0
 

@@ -52,6 +52,7 @@ __all__ = [
 
 #: Same inputs (digests, paths, options) and same task code: the stored result is reused.
 BY_CONTENT = INPUTS + TASK_SOURCE
+
 _IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10), "retry_jitter_factor": 0.5}
 
 
@@ -63,7 +64,7 @@ def fingerprint_task(sources: list[str], labels: str | None, sites: str | None) 
     return sources_fingerprint(sources, labels=labels, sites=sites)
 
 
-@task(name="ingest", cache_policy=BY_CONTENT, persist_result=True, timeout_seconds=12 * 3600, **_IO_RETRIES)
+@task(name="ingest", cache_policy=BY_CONTENT, persist_result=True, **_IO_RETRIES)
 def ingest_task(
     sources: list[str], cohort: str, *, labels: str | None, sites: str | None, options: dict[str, Any],
     workers: int | None, fingerprint: str,
@@ -90,7 +91,7 @@ def audit_task(cohort: str, split: str, out: str, *, split_digest: str, inflatio
     return {"report": out}
 
 
-@task(name="pretrain", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True, timeout_seconds=24 * 3600)
+@task(name="pretrain", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True)
 def pretrain_task(
     cohort: str, out: str, *, cohort_digest: str, method: str, model: str, epochs: int, batch_size: int,
     size: list[int], seed: int, device: str,
@@ -106,7 +107,7 @@ def start_cv_task(recipe: dict[str, Any], cohort: str, split: str, *, split_dige
                                   experiment=experiment)
 
 
-@task(name="train fold", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True, timeout_seconds=48 * 3600)
+@task(name="train fold", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True)
 def train_fold_task(
     fold: int, *, recipe: dict[str, Any], cohort: str, split: str, split_digest: str, out: str, experiment: str,
     parent_run_id: str,

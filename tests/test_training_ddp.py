@@ -40,8 +40,8 @@ def test_two_gloo_processes_train_in_step(tmp_path):
     manifest = write_toy_cohort(tmp_path / "cohort", patients=12)
     split_manifest(manifest, folds=3, seed=0).to_parquet(tmp_path / "split.parquet")
     args = (2, _free_port(), str(tmp_path / "cohort"), str(tmp_path / "split.parquet"), str(tmp_path / "run"))
-    # fork, not spawn: the children inherit the imported libraries instead of importing them again.
-    mp.start_processes(_worker, args=args, nprocs=2, join=True, start_method="fork")
+    # spawn, not fork: after the rest of the suite the parent holds library threads, and a fork can deadlock on them.
+    mp.start_processes(_worker, args=args, nprocs=2, join=True, start_method="spawn")
     rank0 = pd.read_parquet(tmp_path / "val-rank0.parquet")
     rank1 = pd.read_parquet(tmp_path / "val-rank1.parquet")
     pd.testing.assert_frame_equal(rank0, rank1)  # same weights on both ranks after every synchronised step

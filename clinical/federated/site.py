@@ -25,7 +25,6 @@ from clinical.tracking import (
     decide_promotion,
     predict_registered,
     register_run_model,
-    set_alias,
     site_alias,
     train_fold,
 )
@@ -116,9 +115,8 @@ def site_finetune(
         logger.info("Site %s keeps the champion: %s", site, decision.reason)
         return SiteFinetune(site=site, run_id=run.run_id, promoted=False, reason=decision.reason,
                             comparison=comparison, version=None, alias=None)
-    version, _ = register_run_model(run.run_id, name, tags={**decision.tags(), "clinical.site": site_alias(site)})
     alias = site_alias(site)
-    set_alias(name, alias, version)
+    version, _ = register_run_model(run.run_id, name, tags={**decision.tags(), "clinical.site": alias}, alias=alias)
     logger.info("Site %s: %s version %s registered as %s (%s).", site, name, version, alias, decision.reason)
     return SiteFinetune(site=site, run_id=run.run_id, promoted=True, reason=decision.reason, comparison=comparison,
                         version=version, alias=alias)

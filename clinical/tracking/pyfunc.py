@@ -22,6 +22,7 @@ import binascii
 import io
 import json
 import logging
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -77,7 +78,13 @@ def save_classifier(result: FitResult, path: str | Path, *, ingest_options: dict
     uploads it as the run's ``model`` artifact.
     """
     path = Path(path)
+    if path.exists():  # a fold trained again replaces its model
+        shutil.rmtree(path)
     staging = Path(tempfile.mkdtemp(prefix="clinical-model-"))
+    code = staging / "code" / "clinical"
+    # The served model needs the library, not the synthetic-cohort generator (whose fake identities would
+    # otherwise sit in every model's artifacts).
+    shutil.copytree(Path(clinical.__file__).parent, code, ignore=shutil.ignore_patterns("synthetic", "__pycache__"))
     checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
     weights = staging / "weights.pt"
     torch.save(checkpoint["model"], weights)
@@ -89,7 +96,7 @@ def save_classifier(result: FitResult, path: str | Path, *, ingest_options: dict
         path,
         python_model=str(Path(__file__).with_name("served_model.py")),
         artifacts={"weights": str(weights), "spec": str(spec_path)},
-        code_paths=[str(Path(clinical.__file__).parent)],
+        code_paths=[str(code)],
         signature=ModelSignature(
             inputs=Schema([ColSpec("string", FILE_COLUMN)]),
             outputs=Schema([ColSpec("double", name) for name in spec["classes"]]),

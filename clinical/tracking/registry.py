@@ -123,6 +123,7 @@ def register_run_model(
     *,
     artifact_path: str = "model",
     tags: Mapping[str, str] | None = None,
+    alias: str | None = None,
     client: MlflowClient | None = None,
 ) -> tuple[str, str]:
     """Register the model logged at ``runs:/<run_id>/<artifact_path>`` under ``name``.
@@ -130,7 +131,8 @@ def register_run_model(
     Returns ``(version, alias)``: the first version of a name becomes
     ``champion``; later ones become ``challenger`` and wait for the gate. A run
     already registered under ``name`` is not registered again: its version
-    and current alias come back.
+    and current alias come back. With ``alias`` (e.g. ``site-<name>``) the
+    version takes that alias instead and the champion is left alone.
     """
     client = client or MlflowClient()
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -140,7 +142,7 @@ def register_run_model(
         logger.info("%s already holds run %s as version %s; nothing registered", name, run_id, version)
         return version, CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else "")
     version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name, tags=dict(tags or {})).version
-    alias = CHALLENGER if alias_version(name, CHAMPION, client=client) else CHAMPION
+    alias = alias or (CHALLENGER if alias_version(name, CHAMPION, client=client) else CHAMPION)
     set_alias(name, alias, version, client=client)
     logger.info("Registered %s version %s as %s", name, version, alias)
     return str(version), alias
