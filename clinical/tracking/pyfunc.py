@@ -42,7 +42,14 @@ from clinical.ingest import read_file
 from clinical.models import create_model
 from clinical.training.result import FitResult
 
-__all__ = ["FILE_COLUMN", "ClassifierPyfunc", "InvalidRequestError", "classifier_spec", "save_classifier"]
+__all__ = [
+    "FILE_COLUMN",
+    "ClassifierPyfunc",
+    "InvalidRequestError",
+    "build_classifier",
+    "classifier_spec",
+    "save_classifier",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,19 +114,21 @@ def save_classifier(result: FitResult, path: str | Path, *, ingest_options: dict
     return path
 
 
+def build_classifier(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The network a spec describes, with its weights, in eval mode."""
+    model = create_model(spec["model"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
+                         num_classes=len(spec["classes"]))
+    model.load_state_dict(state)
+    return model.eval()
+
+
 class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """``predict`` takes a DataFrame with a base64 ``file`` column; returns one probability column per class."""
 
     def load_context(self, context: Any) -> None:
         self.spec = json.loads(Path(context.artifacts["spec"]).read_text())
-        self.model = create_model(
-            self.spec["model"],
-            spatial_dims=self.spec["spatial_dims"],
-            in_channels=self.spec["in_channels"],
-            num_classes=len(self.spec["classes"]),
-        )
-        self.model.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
-        self.model.eval()
+        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+        self.model = build_classifier(self.spec, state)
         self.transform = preset(self.spec["kind"], train=False, size=tuple(self.spec["image_size"]))
 
     # No type hints on purpose: MLflow 3 would derive the signature from them instead of the one we give.

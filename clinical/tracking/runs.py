@@ -25,10 +25,9 @@ from clinical.data import ManifestDataset
 from clinical.data.presets import preset
 from clinical.evaluation.bootstrap import evaluate
 from clinical.evaluation.report import format_mean_sd
-from clinical.models import create_model
 from clinical.splits import fold_items, read_split
 from clinical.tracking.callback import MlflowCallback, fit_plots, start_parent_run
-from clinical.tracking.pyfunc import save_classifier
+from clinical.tracking.pyfunc import build_classifier, save_classifier
 from clinical.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -74,18 +73,6 @@ class CrossValidation:
     split_digest: str
     cohort_digest: str
     out: Path
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (for Prefect results and JSON)."""
-        return {
-            "parent_run_id": self.parent_run_id,
-            "fold_runs": {str(k): v for k, v in self.fold_runs.items()},
-            "summary": self.summary,
-            "table": self.table.to_dict(orient="records"),
-            "split_digest": self.split_digest,
-            "cohort_digest": self.cohort_digest,
-            "out": str(self.out),
-        }
 
 
 @dataclass
@@ -300,10 +287,7 @@ def load_registered(uri: str) -> tuple[torch.nn.Module, dict[str, Any]]:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         spec = json.loads(next(local.rglob("classifier.json")).read_text())
         state = torch.load(next(local.rglob("weights.pt")), map_location="cpu", weights_only=True)
-    model = create_model(spec["model"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
-                         num_classes=len(spec["classes"]))
-    model.load_state_dict(state)
-    return model.eval(), spec
+    return build_classifier(spec, state), spec
 
 
 def predict_registered(
