@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from clinical.errors import ConfigurationError
 from clinical.models import ClassifierModel, LayerGroup, create_model, get_model_config, list_models
+from clinical.models.groups import parameter_shares
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 def _zoo(dims: int) -> list[str]:
@@ -67,6 +73,47 @@ def test_builds_runs_and_backpropagates(name, dims, channels):
     # Groups run from input to output: the stem holds the first convolution.
     assert any(p is first_conv.weight for p in groups[0].parameters())
     assert isinstance(model.get_submodule(model.gradcam_layer), nn.Module)
+
+
+@pytest.mark.parametrize(("name", "dims"), ALL)
+def test_block_groups_refine_the_stage_groups(name, dims):
+    model = create_model(name, spatial_dims=dims, in_channels=1, num_classes=2)
+    stages, blocks = model.layer_groups("stage"), model.layer_groups("block")
+    assert len(blocks) > len(stages)
+    ids = [id(p) for g in blocks for p in g.parameters()]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+    stage_of = {id(p): g.name for g in stages for p in g.parameters()}
+    order = [g.name for g in stages]
+    owners = []
+    for block in blocks:
+        (owner,) = {stage_of[id(p)] for p in block.parameters()}  # a block never straddles two stages
+        assert block.name.split(".")[0] == owner
+        owners.append(order.index(owner))
+    assert owners == sorted(owners) and set(owners) == set(range(len(stages)))
+    with pytest.raises(ConfigurationError, match="granularity"):
+        model.layer_groups("layer")
+
+
+def _groups_row(name: str, dims: int) -> str:
+    model = create_model(name, spatial_dims=dims, in_channels=1, num_classes=2)
+    stages, blocks = parameter_shares(model.layer_groups()), parameter_shares(model.layer_groups("block"))
+    top, share = 0, 0.0
+    for value in reversed(blocks.values()):
+        if share + value > 0.2:
+            break
+        top, share = top + 1, share + value
+    last = list(blocks.values())[-2]
+    return (f"| `{name}` | {dims}D | {len(stages)} / {len(blocks)} | {stages['stage4']:.1%} | {last:.1%} | {top} "
+            f"| {share:.1%} |").replace("%", " %")
+
+
+def test_docs_state_each_models_group_shares():
+    """The table in docs/models.md that says which models can train more than the head within a fifth."""
+    text = DOCS.read_text()
+    table = re.search(r"<!-- groups-table:begin -->\n(.*?)<!-- groups-table:end -->", text, re.S).group(1)
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    expected = [_groups_row(name, dims) for name, dims in sorted(ALL, key=lambda x: (x[1], x[0]))]
+    assert rows == expected, "\n".join(expected)
 
 
 def test_reset_classifier_and_head_only_training():

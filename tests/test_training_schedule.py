@@ -154,3 +154,22 @@ def test_stage_lr_warms_up_then_decays_and_restarts_each_stage():
     optimizer = build_optimizer(schedule, model, weight_decay=0.0)
     lr.apply(optimizer, 50)
     assert all(math.isclose(g["lr"], g["base_lr"] * lr.factor(50)) for g in optimizer.param_groups)
+
+
+def test_block_granularity_unfreezes_one_residual_block_at_a_time():
+    from clinical.training import TrainConfig
+
+    model = create_model("resnet18", spatial_dims=2, in_channels=1, num_classes=2)
+    config = TrainConfig.build(group_granularity="block", unfreeze_every=1)
+    schedule = FreezeSchedule(model.layer_groups(config.group_granularity), mode="progressive", lr=1e-2,
+                              layer_decay=0.5, unfreeze_every=config.unfreeze_every)
+    schedule.end_epoch(0, 0.0)
+    assert schedule.report()["trainable_groups"] == ["head", "stage4.1"]
+    model.train()
+    schedule.apply(model)
+    model(torch.randn(2, 1, 32, 32)).sum().backward()
+    # the last stage's first block stays frozen while its second block trains
+    assert model.net.layer4[0].conv1.weight.grad is None and model.net.layer4[1].conv1.weight.grad is not None
+    assert schedule.group_lr(len(schedule.groups) - 2) == pytest.approx(5e-3)
+    with pytest.raises(ConfigurationError, match="group_granularity"):
+        TrainConfig.build(group_granularity="layer")

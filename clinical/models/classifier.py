@@ -99,9 +99,14 @@ class ClassifierModel(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
         self.num_classes = num_classes
 
-    def layer_groups(self) -> list[LayerGroup]:
-        """Ordered groups from input to output: ``stem, stage1..stageN, head``; each parameter in one group."""
-        return build_layer_groups(self.net, self.config.groups, self.head)
+    def layer_groups(self, granularity: str = "stage") -> list[LayerGroup]:
+        """Ordered groups from input to output, each parameter in one group.
+
+        ``"stage"`` gives ``stem, stage1..stageN, head``; ``"block"`` cuts the stages into their
+        blocks (``stem, stage1.0, ..., stage4.1, head`` for ResNet-18), so that freezing can
+        leave all but the last block of the last stage frozen.
+        """
+        return build_layer_groups(self.net, self.config.matcher(granularity), self.head)
 
     def extra_repr(self) -> str:
         return (

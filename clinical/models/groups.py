@@ -2,6 +2,12 @@
 
 Progressive freezing and discriminative (layer-wise) learning rates act on
 these groups, never on parameter-name prefixes scattered through the engine.
+
+Like timm's ``group_matcher(coarse=...)``, every model declares its groups at two
+granularities: ``"stage"`` (stem, stage1..4, head) and ``"block"`` (stem, each
+residual block or chunk of dense layers, head). Block groups let progressive
+freezing and federated exchange stop inside the last stage, which in a ResNet
+holds most of the parameters.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["LayerGroup", "build_layer_groups"]
+__all__ = ["GRANULARITIES", "LayerGroup", "build_layer_groups", "parameter_shares"]
+
+#: ``"stage"``: stem, stage1..N, head; ``"block"``: stem, every block (``"stage4.1"``: block 1 of stage 4), head.
+GRANULARITIES = ("stage", "block")
 
 
 @dataclass(frozen=True)
@@ -67,3 +76,10 @@ def build_layer_groups(
         names = [n for n, p in net.named_parameters() if counts.get(id(p), 0) != 1]
         raise RuntimeError(f"Layer groups must hold every parameter exactly once; these do not: {names[:5]}.")
     return groups
+
+
+def parameter_shares(groups: Sequence[LayerGroup]) -> dict[str, float]:
+    """Each group's share of the parameters (input → output order); what training the group costs to send."""
+    counts = {group.name: sum(p.numel() for p in group.parameters()) for group in groups}
+    total = sum(counts.values())
+    return {name: count / total for name, count in counts.items()}

@@ -59,12 +59,16 @@ class ModelConfig:
     classifier
         Module name of the upstream classifier (a ``Linear``), replaced by the wrapper's head.
     groups
-        Ordered ``(group name, module-name prefixes)`` from input to output, without the head.
+        Ordered ``(group name, module-name prefixes)`` from input to output, without the head:
+        the stage-level groups (``stem, stage1..N``).
     gradcam_layer
         Module name of the last convolutional stage (the Grad-CAM target).
     key_remaps
         ``(regex, replacement)`` pairs applied to the keys of pretrained state dicts, so that
         other naming schemes of the same network (older torchvision, MONAI) load.
+    block_groups
+        The same cut one level finer (``stem``, then every residual block or chunk of dense
+        layers, named ``stage<s>.<b>``); empty means the stage groups.
     """
 
     name: str
@@ -79,6 +83,21 @@ class ModelConfig:
     gradcam_layer: str
     key_remaps: tuple[tuple[str, str], ...] = ()
     description: str = ""
+    block_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def matcher(self, granularity: str = "stage") -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The ``(group name, module-name prefixes)`` of ``granularity`` (``"stage"`` or ``"block"``).
+
+        Raises
+        ------
+        ConfigurationError
+            For another granularity.
+        """
+        if granularity == "stage":
+            return self.groups
+        if granularity == "block":
+            return self.block_groups or self.groups
+        raise ConfigurationError(f"Unknown group granularity {granularity!r}; allowed: 'stage', 'block'.")
 
     def normalization(self, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Mean and std for ``in_channels`` inputs: the RGB values, or their average repeated.

@@ -14,7 +14,7 @@ from torch import nn
 
 from clinical.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, register_model
 
-__all__ = ["RESNET_GROUPS"]
+__all__ = ["RESNET_GROUPS", "resnet_blocks"]
 
 #: Stem, then the four residual stages; the head is added by the wrapper.
 RESNET_GROUPS = (
@@ -24,6 +24,16 @@ RESNET_GROUPS = (
     ("stage3", ("layer3",)),
     ("stage4", ("layer4",)),
 )
+
+
+def resnet_blocks(depths: tuple[int, ...], stem: tuple[str, ...] = ("conv1", "bn1")) -> tuple:
+    """Block-level groups: the stem, then every residual block ``layer<s>.<b>`` as ``stage<s>.<b>``."""
+    blocks = [(f"stage{s}.{b}", (f"layer{s}.{b}",)) for s, depth in enumerate(depths, start=1) for b in range(depth)]
+    return (("stem", stem), *blocks)
+
+
+#: Residual blocks per stage.
+_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
 
 
 def _config(name: str, spatial_dims: int) -> ModelConfig:
@@ -37,6 +47,7 @@ def _config(name: str, spatial_dims: int) -> ModelConfig:
         first_conv="conv1",
         classifier="fc",
         groups=RESNET_GROUPS,
+        block_groups=resnet_blocks(_DEPTHS[name]),
         gradcam_layer="layer4",
         description=f"{name.replace('resnet', 'ResNet-')} ({'torchvision' if spatial_dims == 2 else 'MONAI'})",
     )

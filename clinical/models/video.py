@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models import video
 
 from clinical.models.registry import KINETICS_MEAN, KINETICS_STD, ModelConfig, register_model
+from clinical.models.resnet import resnet_blocks
 
 __all__ = ["VIDEO_GROUPS"]
 
@@ -35,6 +36,7 @@ def _config(name: str, description: str) -> ModelConfig:
         first_conv="stem.0",
         classifier="fc",
         groups=VIDEO_GROUPS,
+        block_groups=resnet_blocks((2, 2, 2, 2), stem=("stem",)),
         gradcam_layer="layer4",
         description=description,
     )

@@ -31,6 +31,10 @@ class TrainConfig(BaseModel):
     the head only, with the frozen backbone's BatchNorm statistics frozen too;
     then one more group unfreezes from the top every ``unfreeze_every`` epochs,
     or after ``unfreeze_patience`` epochs without a better validation score.
+    With ``group_granularity="block"`` the groups are residual blocks (or chunks
+    of dense layers) instead of stages: unfreezing goes one block at a time and
+    ``layer_decay`` applies per block, so a value nearer 1 keeps the early
+    blocks' rates from vanishing.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +53,9 @@ class TrainConfig(BaseModel):
     unfreeze_patience: int | None = Field(None, ge=1, description="unfreeze after this many epochs without progress")
     max_trainable_groups: int | None = Field(
         None, ge=1, description="progressive unfreezing stops once this many groups (head included) train; None: all"
+    )
+    group_granularity: Literal["stage", "block"] = Field(
+        "stage", description="layer groups the schedule steps through: whole stages, or each residual block"
     )
 
     # optimisation

@@ -101,7 +101,8 @@ def fit(
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)
-    schedule = FreezeSchedule(model.layer_groups(), mode=config.schedule, lr=config.lr, layer_decay=config.layer_decay,
+    schedule = FreezeSchedule(model.layer_groups(config.group_granularity), mode=config.schedule, lr=config.lr,
+                              layer_decay=config.layer_decay,
                               unfreeze_every=config.unfreeze_every, unfreeze_patience=config.unfreeze_patience,
                               max_trainable=config.max_trainable_groups)
     loop = _Loop(config, model, schedule, datasets, classes, device, info_dist)
