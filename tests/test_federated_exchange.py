@@ -69,6 +69,23 @@ def test_bytes_sent_with_freezing_against_the_full_model(resnet18):
     assert 0.70 < top_two / full < 0.80
 
 
+@pytest.mark.parametrize(("name", "top"), [("resnet50", ["stage4.2", "head"]),
+                                           ("densenet121", ["stage4.2", "stage4.3", "head"])])
+def test_block_groups_train_more_than_the_head_within_a_fifth(name, top):
+    net = create_model(name, spatial_dims=2, in_channels=1, num_classes=2)
+    config = _config(model=name, group_granularity="block", unfreeze_every=1, max_trainable_groups=len(top))
+    plan = [trainable_groups(net, config, r) for r in range(1, len(top) + 2)]
+    assert plan[0] == ["head"] and plan[-1] == plan[-2] == top
+    keys = [k for g in net.layer_groups("block") for k in group_state_keys(net, [g.name], "block")]
+    assert sorted(keys) == sorted(net.state_dict())
+    full = payload_bytes(full_state(net))
+    sent = payload_bytes(pack_groups(net, top, "block"))
+    # ResNet-50's last bottleneck is 19.0 % of it; DenseNet-121's last two chunks of dense layers 17.5 %
+    assert payload_bytes(pack_groups(net, ["head"], "block")) * 100 < sent <= full / 5
+    # at stage granularity the same depth sends the whole last stage: far more than a fifth
+    assert payload_bytes(pack_groups(net, ["stage4", "head"])) > full / 4
+
+
 def test_pack_and_unpack_round_trip(resnet18):
     other = create_model("resnet18", spatial_dims=2, in_channels=1, num_classes=2)
     update = pack_groups(resnet18, ["stage4", "head"])

@@ -1,11 +1,17 @@
 """What a site sends in a federated round: the tensors of the layer groups that train, and their size.
 
-The groups come from ``model.layer_groups()`` and the round's trainable ones from the
+The groups come from ``model.layer_groups(config.group_granularity)`` and the round's trainable ones from the
 engine's :class:`~clinical.training.FreezeSchedule`, stepped once per round, so federated
 and site-level training freeze the same blocks in the same order. Frozen groups do not
 change during a round (their weights have no gradient and their BatchNorm statistics are
 frozen too), so sending them back would only cost bandwidth: a site packs the state
 entries (parameters and buffers) of the trainable groups only.
+
+How much that saves depends on the granularity: a ResNet's last stage holds
+60-75 % of its parameters, so at ``"stage"`` granularity a site sends little
+only while the head alone trains; at ``"block"`` granularity the last residual
+block of a ResNet-50 (19 %) or the last chunks of a DenseNet-121 train for
+under a fifth of the full model's bytes.
 """
 
 from __future__ import annotations
@@ -58,12 +64,12 @@ def round_schedule(groups: Sequence[LayerGroup], config: TrainConfig, server_rou
 
 def trainable_groups(model: nn.Module, config: TrainConfig, server_round: int) -> list[str]:
     """Names of the groups that train in ``server_round``, input → output order."""
-    schedule = round_schedule(model.layer_groups(), config, server_round)
+    schedule = round_schedule(model.layer_groups(config.group_granularity), config, server_round)
     return [group.name for _, group in reversed(schedule.trainable())]
 
 
-def group_state_keys(model: nn.Module, names: Iterable[str]) -> list[str]:
-    """``state_dict`` keys (parameters and buffers) held by the modules of the named groups.
+def group_state_keys(model: nn.Module, names: Iterable[str], granularity: str = "stage") -> list[str]:
+    """``state_dict`` keys (parameters and buffers) held by the modules of the named groups of ``granularity``.
 
     The keys are found from the groups' module objects, not from name prefixes, so any
     model with ``layer_groups()`` works.
@@ -73,7 +79,7 @@ def group_state_keys(model: nn.Module, names: Iterable[str]) -> list[str]:
     ConfigurationError
         When a name is not one of the model's groups.
     """
-    groups = {group.name: group for group in model.layer_groups()}
+    groups = {group.name: group for group in model.layer_groups(granularity)}
     wanted = list(names)
     unknown = [name for name in wanted if name not in groups]
     if unknown:
@@ -92,10 +98,10 @@ def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
-def pack_groups(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Detached CPU copies of the state entries of the named groups only."""
+def pack_groups(model: nn.Module, names: Iterable[str], granularity: str = "stage") -> dict[str, torch.Tensor]:
+    """Detached CPU copies of the state entries of the named groups (of ``granularity``) only."""
     state = model.state_dict()
-    return {key: state[key].detach().cpu().clone() for key in group_state_keys(model, names)}
+    return {key: state[key].detach().cpu().clone() for key in group_state_keys(model, names, granularity)}
 
 
 def unpack_into(model: nn.Module, update: Mapping[str, torch.Tensor]) -> None:

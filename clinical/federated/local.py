@@ -41,7 +41,7 @@ def stage_schedule(net: nn.Module, config: TrainConfig, trainable: Sequence[str]
     ConfigurationError
         When ``trainable`` is not the top ``k`` groups of the model (input → output order).
     """
-    groups = net.layer_groups()
+    groups = net.layer_groups(config.group_granularity)
     names = [group.name for group in groups]
     wanted = list(trainable)
     if not wanted or names[len(names) - len(wanted):] != wanted:
@@ -181,7 +181,7 @@ def train_round(
             total += float(loss.detach()) * len(images)
             count += len(images)
     net.eval()
-    return pack_groups(net, trainable), {"train_loss": total / max(count, 1)}, len(items)
+    return pack_groups(net, trainable, config.group_granularity), {"train_loss": total / max(count, 1)}, len(items)
 
 
 def _device(config: TrainConfig) -> torch.device:

@@ -2,7 +2,7 @@
 
 The finished federation's ``global.pt`` is scored on every site's validation and
 test patients, written as a fit's run folder (``checkpoints/best.pt``,
-``result.json``, predictions), and given to the same
+``result.json``, predictions, ``plots/bytes_per_round.png``), and given to the same
 :class:`~clinical.tracking.MlflowCallback` a centralised fit reports to: rounds
 are its epochs (with the bytes sent per round as metrics), and the servable
 model is logged and registered.
@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from clinical.cohort.manifest import cohort_digest, read_cohort_meta, read_manifest
-from clinical.evaluation import score
+from clinical.evaluation import save_figure, score
 from clinical.federated.local import evaluate_site
 from clinical.federated.settings import RunSettings
 from clinical.models import create_model
@@ -27,7 +28,7 @@ from clinical.splits import read_split
 from clinical.tracking import MlflowCallback, register_run_model, save_classifier
 from clinical.training import FitResult
 
-__all__ = ["RegisteredFederation", "federated_result", "track_federation"]
+__all__ = ["RegisteredFederation", "federated_result", "plot_bytes_per_round", "track_federation"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,29 @@ class RegisteredFederation:
     version: str
     alias: str
     test_metrics: dict[str, float]
+
+
+def plot_bytes_per_round(summary: dict[str, Any]) -> Figure:
+    """The bytes one site sent per round as a share of the full model, labelled with the groups that trained.
+
+    The curve the freezing schedule buys: flat and low while only the top groups train,
+    a step up each time the schedule unfreezes another group.
+    """
+    rounds = summary["rounds"]
+    x = [r["round"] for r in rounds]
+    y = [100 * r["bytes_per_site_fraction"] for r in rounds]
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    ax.step(x, y, where="mid", marker="o")
+    ax.axhline(20, color="grey", linestyle="--", linewidth=1, label="a fifth of the model")
+    for record, value in zip(rounds, y, strict=True):
+        ax.annotate(f"{len(record['trainable_groups'])} group(s)", (record["round"], value), fontsize=7,
+                    textcoords="offset points", xytext=(0, 6), ha="center")
+    ax.set(xlabel="round", ylabel="bytes per site (% of full model)", ylim=(0, 105), xticks=x,
+           title=f"Bytes sent per round (full model {summary['full_model_bytes'] / 2**20:.1f} MiB)")
+    ax.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 def federated_result(
@@ -65,6 +89,7 @@ def federated_result(
               "classes": settings.classes}
     val_metrics, val = evaluate_site(net, config, role="val", **kwargs)
     test_metrics, test = evaluate_site(net, config, role="test", **kwargs)
+    save_figure(plot_bytes_per_round(summary), out / "plots" / "bytes_per_round.png")
     (out / "checkpoints").mkdir(exist_ok=True)
     torch.save({"model": state, "epoch": settings.num_rounds - 1, "classes": list(settings.classes),
                 "config": config.model_dump(mode="json")}, out / "checkpoints" / "best.pt")

@@ -8,7 +8,9 @@ others are averaged weighted by their training items (``num-examples``) and
 written into the global model. Evaluation metrics from the sites are averaged
 on the server, weighted the same way. The bytes each site sent are logged and
 kept per round in ``federated.json`` in the run's ``out-dir``, with the global
-model as ``global.pt``.
+model as ``global.pt``. With evaluation on, the round whose global model has the
+best aggregated validation AUROC is kept as ``best.pt`` (a centralised fit keeps
+its best validation epoch the same way, so the two are compared like for like).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class PartialExchange:
         self.full_bytes = payload_bytes(self.state)
         self.history: list[dict[str, Any]] = []
         self._round: dict[str, Any] = {}
+        #: The global model of the round with the best aggregated ``val-auroc`` so far, and that round.
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_round: int | None = None
+        self._best_score = -math.inf
 
     # --- training ------------------------------------------------------------------------------
     def configure_train(
@@ -73,7 +79,7 @@ class PartialExchange:
         names = trainable_groups(self.model, self.train_config, server_round)
         config["trainable"] = names
         self._round = {"round": server_round, "trainable_groups": names,
-                       "expected_keys": group_state_keys(self.model, names)}
+                       "expected_keys": group_state_keys(self.model, names, self.train_config.group_granularity)}
         logger.info("Round %d trains %s.", server_round, names)
         return super().configure_train(server_round, arrays, config, grid)
 
@@ -143,6 +149,11 @@ class PartialExchange:
             for record in self.history:
                 if record["round"] == server_round:
                     record["evaluate_metrics"] = dict(metrics)
+            score = float(metrics.get("val-auroc", math.nan))
+            if math.isfinite(score) and score > self._best_score:
+                # the sites scored the global model this round's aggregation wrote into ``state``
+                self._best_score, self.best_round = score, server_round
+                self.best_state = {key: value.clone() for key, value in self.state.items()}
         return metrics
 
 
@@ -202,7 +213,8 @@ def run_federated(grid: Grid, settings: RunSettings) -> dict[str, Any]:
     """Run ``num-server-rounds`` rounds on ``grid``; write ``global.pt`` and ``federated.json`` to ``out-dir``.
 
     Returns the summary written to ``federated.json``: the settings, the model's groups,
-    the full model's bytes and, per round, the trainable groups, bytes sent per site,
+    the full model's bytes, the best round (by aggregated validation AUROC; ``None`` without
+    evaluation) and, per round, the trainable groups, bytes sent per site,
     accepted, rejected (with reasons) and failed sites, and the aggregated metrics.
     """
     model = initial_model(settings)
@@ -211,11 +223,14 @@ def run_federated(grid: Grid, settings: RunSettings) -> dict[str, Any]:
                             timeout=settings.round_timeout)
     final = result.arrays.to_torch_state_dict() if result.arrays is not None else strategy.state
     summary = {"settings": settings.run_config(), "full_model_bytes": strategy.full_bytes,
-               "groups": [g.name for g in model.layer_groups()], "rounds": strategy.history}
+               "groups": [g.name for g in model.layer_groups(settings.train_config.group_granularity)],
+               "best_round": strategy.best_round, "rounds": strategy.history}
     if settings.out_dir:
         out = Path(settings.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(final, out / "global.pt")
+        if strategy.best_state is not None:
+            torch.save(strategy.best_state, out / "best.pt")
         (out / "federated.json").write_text(json.dumps(summary, indent=2, default=str))
         logger.info("Federated run finished; the global model is in %s.", out / "global.pt")
     return summary

@@ -205,9 +205,11 @@ class MlflowCallback(BaseCallback):
                 logger.warning("Could not log dataset inputs (%s); digests remain in the run's tags.", error)
 
     def _log_plots(self, result: FitResult) -> None:
+        """The fit's plots, and any other PNG the trainer left in the run's ``plots`` folder (e.g. bytes per round)."""
         frame = result.test_predictions if result.test_predictions is not None else result.val_predictions
         folder = Path(result.out) / "plots"
-        for path in fit_plots(frame, result.classes, folder, level=result.config.monitor_level):
+        made = fit_plots(frame, result.classes, folder, level=result.config.monitor_level)
+        for path in sorted(set(made) | set(folder.glob("*.png"))):
             self._send("log_artifact", local_path=str(path), artifact_path="plots")
 
 
