@@ -60,14 +60,15 @@ def compare_training(
     engine (same freezing schedule, a stage lasting ``unfreeze_every`` epochs), the
     federation ``num_rounds`` rounds of ``epochs`` local epochs (a stage lasting
     ``unfreeze_every`` rounds), so every model sees each training image equally often.
-    The centralised and single-site models are their runs' best validation epochs.
+    Every arm is chosen by the same rule: the epoch (or round) with the best validation
+    AUROC; each arm's last epoch (or round) is scored too, as ``<arm>_last``.
 
     Returns
     -------
     dict
-        ``centralised``, ``single_site`` (site → AUROC), ``single_site_mean``,
-        ``federated``, and ``bytes_per_round`` (the most bytes one site sent, per round) with
-        ``full_model_bytes``.
+        ``centralised``, ``single_site`` (site → AUROC), ``single_site_mean``, ``federated``
+        and ``federated_round`` (the round chosen), the same with ``_last``, and
+        ``bytes_per_round`` (the most bytes one site sent, per round) with ``full_model_bytes``.
     """
     out = Path(out)
     manifest = read_manifest(cohort_dir)
@@ -77,24 +78,32 @@ def compare_training(
                                      "unfreeze_every": config.epochs * config.unfreeze_every,
                                      "early_stopping_patience": None})
 
-    def central_fit(rows, split_rows, name: str) -> float:
-        result = fit(long, manifest=rows, cohort_dir=cohort_dir, split=split_rows, fold=fold, out=out / name)
-        state = load_checkpoint(result.best_checkpoint, map_location="cpu")["model"]
+    def auroc(state: dict[str, torch.Tensor]) -> float:
         return pooled_test_auroc(state, settings, cohort_dir=cohort_dir, split_path=split_path, fold=fold)
 
-    scores: dict[str, Any] = {"centralised": central_fit(manifest, split, "centralised"), "single_site": {}}
+    def central_fit(rows, split_rows, name: str) -> tuple[float, float]:
+        result = fit(long, manifest=rows, cohort_dir=cohort_dir, split=split_rows, fold=fold, out=out / name)
+        best, last = (load_checkpoint(path)["model"] for path in (result.best_checkpoint,
+                                                                   result.out / "checkpoints" / "last.pt"))
+        return auroc(best), auroc(last)
+
+    scores: dict[str, Any] = {"single_site": {}, "single_site_last": {}}
+    scores["centralised"], scores["centralised_last"] = central_fit(manifest, split, "centralised")
     for index, site in enumerate(sites):
         rows, split_rows = site_part(manifest, split, site)
-        scores["single_site"][site] = central_fit(rows, split_rows, f"site-{index}")
-    scores["single_site_mean"] = sum(scores["single_site"].values()) / len(sites)
-    summary = simulate(replace(settings, evaluate=False), cohort_dir=cohort_dir, split_path=split_path, sites=sites,
+        scores["single_site"][site], scores["single_site_last"][site] = central_fit(rows, split_rows, f"site-{index}")
+    for key in ("single_site", "single_site_last"):
+        scores[f"{key}_mean"] = sum(scores[key].values()) / len(sites)
+    summary = simulate(replace(settings, evaluate=True), cohort_dir=cohort_dir, split_path=split_path, sites=sites,
                        out=out / "federated", fold=fold)
-    state = torch.load(out / "federated" / "global.pt", weights_only=True)
-    scores["federated"] = pooled_test_auroc(state, settings, cohort_dir=cohort_dir, split_path=split_path, fold=fold)
+    federated = out / "federated"
+    scores["federated"] = auroc(torch.load(federated / "best.pt", weights_only=True))
+    scores["federated_round"] = summary["best_round"]
+    scores["federated_last"] = auroc(torch.load(federated / "global.pt", weights_only=True))
     scores["full_model_bytes"] = summary["full_model_bytes"]
     scores["bytes_per_round"] = [{"round": r["round"], "trainable_groups": r["trainable_groups"],
                                   "bytes_per_site": max(r["bytes_sent"].values(), default=0),
                                   "fraction": r["bytes_per_site_fraction"]} for r in summary["rounds"]]
-    logger.info("Pooled test AUROC: centralised %.3f, federated %.3f, single-site mean %.3f.",
-                scores["centralised"], scores["federated"], scores["single_site_mean"])
+    logger.info("Pooled test AUROC: centralised %.3f, federated %.3f (round %s), single-site mean %.3f.",
+                scores["centralised"], scores["federated"], scores["federated_round"], scores["single_site_mean"])
     return scores
