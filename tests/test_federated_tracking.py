@@ -59,19 +59,28 @@ def test_site_finetune_registers_the_site_alias_only_when_better(registry, feder
 
 
 def test_global_model_is_tracked_and_registered(registry, federation_data, tmp_path):  # noqa: F811
+    from mlflow.tracking import MlflowClient
+
     cohort, split_path, _ = federation_data
     net, _ = load_registered(f"models:/{NAME}@champion")
     torch.save(net.state_dict(), tmp_path / "global.pt")
-    settings = RunSettings(train_config=recipe(), classes=CLASSES, num_rounds=1, out_dir=str(tmp_path))
-    record = {"round": 1, "trainable_groups": ["head"], "bytes_sent": {"1": 4104, "2": 4104}, "bytes_sent_total": 8208,
-              "full_model_bytes": 44723624, "bytes_per_site_fraction": 4104 / 44723624, "accepted": ["1", "2"],
-              "rejected": {}, "failed": {}, "evaluate_metrics": {"val-auroc": 0.7}}
+    settings = RunSettings(train_config=recipe(), classes=CLASSES, num_rounds=2, out_dir=str(tmp_path))
+    full = 44723624
+    rounds = [{"round": r, "trainable_groups": groups, "bytes_sent": {"1": sent, "2": sent},
+               "bytes_sent_total": 2 * sent, "full_model_bytes": full, "bytes_per_site_fraction": sent / full,
+               "accepted": ["1", "2"], "rejected": {}, "failed": {}, "evaluate_metrics": {"val-auroc": 0.7}}
+              for r, groups, sent in ((1, ["head"], 4104), (2, ["stage4", "head"], 33_587_208))]
     (tmp_path / "federated.json").write_text(json.dumps({"settings": settings.run_config(),
-                                                         "full_model_bytes": 44723624,
+                                                         "full_model_bytes": full,
                                                          "groups": ["stem", "stage1", "stage2", "stage3", "stage4",
-                                                                    "head"], "rounds": [record]}))
+                                                                    "head"], "rounds": rounds}))
     registered = track_federation(tmp_path, cohort_dir=cohort, split_path=split_path, name=NAME + "-global",
                                   experiment="federated-tests")
     assert registered.alias == "champion" and registered.version == "1"
     assert "auroc" in registered.test_metrics
     assert (tmp_path / "model" / "MLmodel").exists()
+    # the bytes curve: one value per round, and its plot with the run
+    client = MlflowClient()
+    curve = sorted((m.step, m.value) for m in client.get_metric_history(registered.run_id, "bytes_fraction"))
+    assert curve == [(0, pytest.approx(4104 / full)), (1, pytest.approx(33_587_208 / full))]
+    assert "plots/bytes_per_round.png" in {a.path for a in client.list_artifacts(registered.run_id, "plots")}
