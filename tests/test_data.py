@@ -138,3 +138,14 @@ def test_balanced_sampler_draws_classes_equally(cohort):
     assert 0.35 < drawn.mean() < 0.65
     with pytest.raises(ConfigurationError, match="several processes"):
         make_loader(dataset, batch_size=2, train=True, balanced=True, world_size=2)
+
+
+def test_training_never_yields_a_batch_of_one_item(cohort):
+    """BatchNorm cannot train on one item, so a training epoch drops a last batch of one; evaluation keeps it."""
+    root, manifest = cohort
+    dataset = ManifestDataset(manifest, root, transform=preset("image", train=True, size=16))
+    batch_size = len(dataset) - 1
+    train = make_loader(dataset, batch_size=batch_size, train=True, seed=0)
+    assert [len(batch["label"]) for batch in train] == [batch_size]
+    evaluation = make_loader(dataset, batch_size=batch_size, train=False)
+    assert [len(batch["label"]) for batch in evaluation] == [batch_size, 1]

@@ -75,12 +75,14 @@ def make_loader(
         sampler = WeightedRandomSampler(balanced_weights(dataset.labels), len(dataset), generator=generator)
     elif train:
         sampler = RandomSampler(dataset, generator=generator)
+    # BatchNorm cannot train on one item: a last training batch of one is dropped (the item is drawn in other epochs).
+    per_epoch = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
-        drop_last=False,
+        drop_last=train and per_epoch > 1 and per_epoch % batch_size == 1,
         num_workers=num_workers,
         pin_memory=pin_memory,
         worker_init_fn=worker_init_fn if num_workers else None,
