@@ -85,11 +85,12 @@ def bench_throughput(work: Path) -> dict:
                 train_items=len(train_items), runs_ours=ours, runs_baseline=baseline)
 
 
-def pretrain_backbone(work: Path) -> tuple[Path, float]:
+def pretrain_backbone(work: Path, *, size: int = SIZE) -> tuple[Path, float]:
     """The domain backbone: ResNet-18 trained from scratch (supervised) on a separate synthetic radiograph
-    cohort with a stronger finding; returns the weights file and its patient-level test AUROC there."""
+    cohort with a stronger finding, at ``size`` pixels; returns the weights file and its patient-level
+    test AUROC there."""
     source, manifest = _cohort(work / "source", size="demo", seed=2, strength=2.0)
-    config = TrainConfig.build(model="resnet18", image_size=(SIZE, SIZE), schedule="full", epochs=8, batch_size=32,
+    config = TrainConfig.build(model="resnet18", image_size=(size, size), schedule="full", epochs=8, batch_size=32,
                                lr=3e-3, layer_decay=1.0, warmup_epochs=1, early_stopping_patience=None)
     result = fit(config, manifest=manifest, cohort_dir=source, split=split_manifest(manifest, folds=5, seed=0),
                  fold=0, out=work / "pretrain")
