@@ -11,9 +11,9 @@ import torch
 
 from clinical.cli import main
 from clinical.cohort import write_manifest
-from clinical.errors import ConfigurationError
+from clinical.errors import ConfigurationError, ManifestError
 from clinical.models import create_model
-from clinical.models.pretraining import contrastive_view, nt_xent_loss, pretrain
+from clinical.models.pretraining import BYOL, contrastive_view, linear_probe, nt_xent_loss, pretrain
 
 
 def test_nt_xent_rewards_matching_views():
@@ -84,24 +84,63 @@ def test_pretrain_volumes_in_3d(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def radiographs(tmp_path_factory):
-    """The synthetic chest radiographs (small: 60 patients, ~120 images, three sites), ingested."""
+def papyri(tmp_path_factory):
+    """The small synthetic papyri (24 papyri in 3 collections, ~150 glyph photos of 12 letters), ingested."""
     from clinical.cohort.synthetic import generate_cohort
     from clinical.ingest import ingest
 
-    root = tmp_path_factory.mktemp("radiographs")
-    generate_cohort(root / "source", size="small", seed=0, tasks=["radiographs"])
-    task = root / "source" / "radiographs"
-    ingest(task, root / "cohort", labels=task / "labels.csv", progress=False)
+    root = tmp_path_factory.mktemp("papyri")
+    generate_cohort(root / "source", size="small", seed=0, tasks=["papyri"])
+    task = root / "source" / "papyri"
+    ingest(task, root / "cohort", labels=task / "labels.csv", workers=0, progress=False)
     return root / "cohort"
 
 
-def test_cli_writes_a_backbone_that_loads(radiographs, tmp_path):
+def test_cli_writes_a_backbone_that_loads(small_radiographs, tmp_path):
     out = tmp_path / "backbone.pt"
     code = main(
-        ["pretrain", str(radiographs), "--epochs", "1", "--size", "32", "--batch-size", "16", "--out", str(out)]
+        ["pretrain", str(small_radiographs), "--epochs", "1", "--size", "32", "--batch-size", "16", "--method", "byol",
+         "--out", str(out)]
     )
     assert code == 0
     model = create_model("resnet18", in_channels=1, num_classes=2, pretrained=out)
     assert model.weights_report.reinitialised == ("fc.weight", "fc.bias")
-    assert torch.load(out, weights_only=True)["meta"]["method"] == "simclr"
+    assert torch.load(out, weights_only=True)["meta"]["method"] == "byol"
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_self_supervised_features_beat_random_features_on_a_linear_probe(papyri, method):
+    """Learning, not plumbing: pretraining without labels makes the letters linearly separable across papyri.
+
+    The probe's folds are grouped by papyrus, so features that only recognise a papyrus
+    (its fibres and colour) do not count. Measured at 32 px: random resnet18 features 0.71
+    macro AUROC; SimCLR 60 epochs 0.81; the margin asked here is half of that gain.
+    """
+    torch.manual_seed(0)
+    random = create_model("resnet18", in_channels=3, num_classes=1)
+    baseline = linear_probe(random, papyri, size=32)
+    result = pretrain(papyri, method=method, epochs=60, batch_size=32, size=32, seed=0)
+    learned = linear_probe(result.model, papyri, size=32)
+    assert result.losses[-1] < result.losses[0]
+    assert learned > baseline + 0.05, f"{method}: probe AUROC {learned:.3f} vs {baseline:.3f} for random features"
+
+
+def test_byol_target_follows_the_online_network_by_momentum():
+    torch.manual_seed(0)
+    byol = BYOL(create_model("resnet18", in_channels=1, num_classes=1), base_momentum=0.9)
+    online = next(byol.encoder.parameters())
+    target = next(byol.target_encoder.parameters())
+    assert torch.equal(online, target) and not target.requires_grad
+    with torch.no_grad():
+        online.add_(1.0)
+    before = target.clone()
+    byol.after_step(progress=0.0)  # momentum 0.9: the target moves a tenth of the way
+    torch.testing.assert_close(target, before + 0.1)
+    byol.after_step(progress=1.0)  # momentum 1 at the end: the target stays
+    torch.testing.assert_close(target, before + 0.1)
+
+
+def test_linear_probe_refuses_a_cohort_it_cannot_fold(tmp_path):
+    cohort = _write_cohort(tmp_path / "unlabelled", ["image"] * 4)
+    with pytest.raises(ManifestError, match="no labelled rows"):
+        linear_probe(create_model("resnet18", in_channels=1, num_classes=1), cohort)

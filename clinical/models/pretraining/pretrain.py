@@ -1,4 +1,4 @@
-"""Self-supervised pretraining on a cohort's items, labels ignored."""
+"""Self-supervised pretraining on a cohort's items, labels ignored (SimCLR or BYOL)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from monai.transforms import Compose
 from torch.utils.data import DataLoader, RandomSampler
@@ -17,14 +18,39 @@ from clinical.errors import ConfigurationError
 from clinical.models.classifier import ClassifierModel
 from clinical.models.factory import create_model
 from clinical.models.pretraining.augment import TwoViews, contrastive_view
-from clinical.models.pretraining.simclr import train_simclr
+from clinical.models.pretraining.byol import BYOL
+from clinical.models.pretraining.loop import train_views
+from clinical.models.pretraining.simclr import SimCLR
 from clinical.models.weights import WeightsSource, save_backbone
 
-__all__ = ["METHODS", "PretrainResult", "pretrain"]
+__all__ = ["METHODS", "PretrainResult", "items_of_kind", "pretrain", "spatial_size"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("simclr",)
+METHODS = ("simclr", "byol")
+
+
+def items_of_kind(manifest: pd.DataFrame, kind: str | None) -> tuple[pd.DataFrame, str]:
+    """The rows of one item kind and that kind; ``kind=None`` is allowed only for a single-kind cohort.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``kind`` is ``None`` and the cohort holds several kinds.
+    """
+    kinds = sorted(manifest["kind"].unique())
+    if kind is None:
+        if len(kinds) != 1:
+            raise ConfigurationError(f"The cohort holds items of kinds {kinds}; choose one with kind= (--kind).")
+        kind = kinds[0]
+    return manifest[manifest["kind"] == kind], kind
+
+
+def spatial_size(kind: str, size: int | Sequence[int] | None) -> tuple[int, ...]:
+    """``size`` on every spatial axis of ``kind`` (an int repeated), or the kind's default size."""
+    if size is None:
+        return tuple(DEFAULT_SIZES[kind])
+    return tuple(size) if isinstance(size, Sequence) else (size,) * spatial_dims_of(kind)
 
 
 @dataclass(frozen=True)
@@ -66,8 +92,10 @@ def pretrain(
         A registered model name; 2D or 3D follows the items' kind.
     kind
         Which items to use when the cohort holds several kinds (``image``, ``volume``, ``tile``, ``photo``).
-    epochs, batch_size, lr, temperature
+    epochs, batch_size, lr
         Optimisation; a batch must hold at least two items.
+    temperature
+        NT-Xent temperature (SimCLR only).
     size
         Spatial size the items are resized to (``clinical.data.DEFAULT_SIZES[kind]`` when ``None``).
     seed
@@ -89,13 +117,7 @@ def pretrain(
     """
     if method not in METHODS:
         raise ConfigurationError(f"Unknown pretraining method {method!r}; available: {list(METHODS)}.")
-    manifest = read_manifest(cohort)
-    kinds = sorted(manifest["kind"].unique())
-    if kind is None:
-        if len(kinds) != 1:
-            raise ConfigurationError(f"The cohort holds items of kinds {kinds}; choose one with kind= (--kind).")
-        kind = kinds[0]
-    manifest = manifest[manifest["kind"] == kind]
+    manifest, kind = items_of_kind(read_manifest(cohort), kind)
     if items is not None:
         manifest = manifest[manifest["item_id"].isin(set(items))]
     if len(manifest) < 2:
@@ -106,7 +128,7 @@ def pretrain(
     if len(channels) != 1:
         raise ConfigurationError(f"The {kind} items have different channel counts {channels}; pretrain on one count.")
     dims = spatial_dims_of(kind)
-    size = tuple(size) if isinstance(size, Sequence) else (size,) * dims if size else DEFAULT_SIZES[kind]
+    size = spatial_size(kind, size)
 
     torch.manual_seed(seed)
     encoder = create_model(model, spatial_dims=dims, in_channels=channels[0], num_classes=1, pretrained=pretrained)
@@ -129,7 +151,8 @@ def pretrain(
         generator=generator,
     )
     logger.info(
-        "SimCLR on %d %s items (%d channel(s), size %s) with %s, %d epochs",
+        "%s on %d %s items (%d channel(s), size %s) with %s, %d epochs",
+        method,
         len(dataset),
         kind,
         channels[0],
@@ -137,12 +160,12 @@ def pretrain(
         model,
         epochs,
     )
-    losses = train_simclr(
-        encoder,
+    learner = SimCLR(encoder, temperature=temperature) if method == "simclr" else BYOL(encoder)
+    losses = train_views(
+        learner,
         loader,
         epochs=epochs,
         lr=lr,
-        temperature=temperature,
         device=device,
         on_epoch_start=lambda epoch: seed_epoch(loader, seed=seed, epoch=epoch),
     )

@@ -6,21 +6,14 @@ metric-learning package, to keep the dependency list as it is.
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Callable, Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from clinical.errors import ConfigurationError
 from clinical.models.classifier import ClassifierModel
 
-__all__ = ["SimCLR", "nt_xent_loss", "train_simclr"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SimCLR", "nt_xent_loss"]
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temperature: float = 0.2) -> torch.Tensor:
@@ -46,11 +39,21 @@ class SimCLR(nn.Module):
         The model whose ``forward_features`` is trained; its head is not used.
     projection_dim
         Output size of the projection head.
+    temperature
+        NT-Xent temperature; lower values weigh the hardest negatives more.
+
+    Raises
+    ------
+    ConfigurationError
+        For a non-positive temperature.
     """
 
-    def __init__(self, encoder: ClassifierModel, *, projection_dim: int = 128) -> None:
+    def __init__(self, encoder: ClassifierModel, *, projection_dim: int = 128, temperature: float = 0.2) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ConfigurationError(f"'temperature' must be > 0; got {temperature!r}.")
         self.encoder = encoder
+        self.temperature = temperature
         hidden = encoder.num_features
         self.projector = nn.Sequential(
             nn.Linear(hidden, hidden, bias=False),
@@ -62,64 +65,9 @@ class SimCLR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder.forward_features(x))
 
+    def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """NT-Xent between the projections of the two views."""
+        return nt_xent_loss(self(view1), self(view2), temperature=self.temperature)
 
-def train_simclr(
-    encoder: ClassifierModel,
-    loader: Iterable[dict[str, torch.Tensor]],
-    *,
-    epochs: int,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-6,
-    temperature: float = 0.2,
-    device: str | torch.device = "cpu",
-    on_epoch_start: Callable[[int], None] | None = None,
-) -> list[float]:
-    """Train ``encoder`` in place with SimCLR; return the mean loss of each epoch.
-
-    Parameters
-    ----------
-    encoder
-        Model to pretrain; its head is left untouched.
-    loader
-        Batches with ``view1`` and ``view2`` tensors (see :class:`~clinical.models.pretraining.augment.TwoViews`).
-    epochs
-        Passes over the loader; AdamW with a cosine learning-rate schedule over all steps.
-    on_epoch_start
-        Called with the epoch index before each epoch (to seed the loader).
-
-    Raises
-    ------
-    ConfigurationError
-        For ``epochs < 1`` or a non-positive temperature, or when a batch holds fewer than two items.
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigurationError(f"'epochs' must be a positive integer; got {epochs!r}.")
-    if not temperature > 0:
-        raise ConfigurationError(f"'temperature' must be > 0; got {temperature!r}.")
-    model = SimCLR(encoder).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * max(1, len(loader)) if hasattr(loader, "__len__") else epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
-    losses = []
-    with tqdm(total=steps, desc="SimCLR", unit="batch", disable=None) as bar:
-        for epoch in range(epochs):
-            if on_epoch_start is not None:
-                on_epoch_start(epoch)
-            total, batches = 0.0, 0
-            for batch in loader:
-                view1, view2 = batch["view1"].to(device), batch["view2"].to(device)
-                if view1.shape[0] < 2:
-                    raise ConfigurationError("A SimCLR batch needs at least two items; lower batch_size or add data.")
-                loss = nt_xent_loss(model(view1), model(view2), temperature=temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += loss.item()
-                batches += 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            losses.append(total / max(batches, 1))
-            logger.info("SimCLR epoch %d/%d: loss %.4f", epoch + 1, epochs, losses[-1])
-    encoder.eval()
-    return losses
+    def after_step(self, progress: float) -> None:
+        """Nothing to update outside the optimiser."""
