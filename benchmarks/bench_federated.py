@@ -44,6 +44,9 @@ from clinical.training import TrainConfig
 
 SIZE = 32  # pixels
 ROUNDS = 6  # federated rounds of one local epoch; centralised and single-site runs train as many epochs
+#: The stated margin: federated within this much AUROC of centralised counts as matching it. It is about the
+#: half-width of the paired DeLong interval of the pooled difference on 180 patients (0.04-0.05 measured).
+MARGIN = 0.05
 
 #: Fine-tuning of the domain backbone, the same for every arm (``pretrained`` is set per run).
 RECIPE = {"model": "resnet18", "image_size": (SIZE, SIZE), "schedule": "full", "epochs": 1, "batch_size": 16,
@@ -89,7 +92,9 @@ def bench_comparison(work: Path, seeds: list[int]) -> dict:
                 higher_is_better=True, single_site_mean=mean("single_site_mean"),
                 federated_last=mean("federated_last"), centralised_last=mean("centralised_last"),
                 single_site_last_mean=mean("single_site_last_mean"), federated_minus_centralised=gaps,
-                federated_minus_single_site_mean=over_single, runs=runs, source_test_auroc=source_auroc,
+                federated_minus_single_site_mean=over_single, margin=MARGIN,
+                within_margin_of_centralised=all(gap >= -MARGIN for gap in gaps),
+                above_single_site_mean=all(over > 0 for over in over_single), runs=runs, source_test_auroc=source_auroc,
                 image_size=SIZE, rounds=ROUNDS, seconds=time.perf_counter() - started)
 
 
