@@ -40,7 +40,7 @@ class PipelineSettings(BaseModel):
     audit_inflation: bool = Field(True, description="measure what an item-level split would have inflated")
 
     # self-supervised pretraining (None: start from `train.pretrained` or from scratch)
-    pretrain_method: Literal["simclr"] | None = "simclr"
+    pretrain_method: Literal["simclr", "byol"] | None = "simclr"
     pretrain_epochs: int = Field(5, ge=1)
     pretrain_batch_size: int = Field(64, ge=2)
 
