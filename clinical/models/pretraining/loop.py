@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 import torch
 from torch import nn
@@ -13,17 +12,9 @@ from tqdm.auto import tqdm
 
 from clinical.errors import ConfigurationError
 
-__all__ = ["ViewPairMethod", "train_views"]
+__all__ = ["train_views"]
 
 logger = logging.getLogger(__name__)
-
-
-class ViewPairMethod(Protocol):
-    """What :func:`train_views` needs of a method (:class:`SimCLR`, :class:`BYOL`)."""
-
-    def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor: ...
-
-    def after_step(self, progress: float) -> None: ...
 
 
 def train_views(
@@ -36,12 +27,14 @@ def train_views(
     device: str | torch.device = "cpu",
     on_epoch_start: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Train ``method`` (a :class:`ViewPairMethod` module) in place; return the mean loss of each epoch.
+    """Train ``method`` in place; return the mean loss of each epoch.
 
     Parameters
     ----------
     method
-        Holds the encoder being pretrained and whatever heads its loss needs.
+        A module holding the encoder being pretrained and whatever heads its loss needs, with
+        ``loss(view1, view2)`` and ``after_step(progress)`` (progress from 0 to 1), as
+        :class:`~clinical.models.pretraining.SimCLR` and :class:`~clinical.models.pretraining.BYOL` have.
     loader
         Batches with ``view1`` and ``view2`` tensors (see :class:`~clinical.models.pretraining.augment.TwoViews`).
     epochs
