@@ -58,5 +58,5 @@ def test_simulated_fedprox_exchanges_top_groups_and_rejects_a_nan_site(federatio
     # the server keeps the round with the best aggregated validation AUROC
     scores = [r["evaluate_metrics"]["val-auroc"] for r in rounds]
     assert summary["best_round"] == 1 + scores.index(max(scores))
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    best = torch.load(tmp_path / "best_round.pt", weights_only=True)
     assert best.keys() == state.keys()

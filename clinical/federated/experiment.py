@@ -128,7 +128,7 @@ def compare_training(
                 arms[f"site:{site}{suffix}"] = frame
         summary = simulate(replace(settings, evaluate=True), cohort_dir=cohort_dir, split_path=split_path,
                            sites=sites, out=work / "federated", fold=fold)
-        for suffix, name in (("", "best.pt"), ("_last", "global.pt")):
+        for suffix, name in (("", "best_round.pt"), ("_last", "global.pt")):
             arms[f"federated{suffix}"] = predict(torch.load(work / "federated" / name, weights_only=True))
         for arm, frame in arms.items():
             frames.setdefault(arm, []).append(frame)

@@ -6,6 +6,10 @@ test patients, written as a fit's run folder (``checkpoints/best.pt``,
 :class:`~clinical.tracking.MlflowCallback` a centralised fit reports to: rounds
 are its epochs (with the bytes sent per round as metrics), and the servable
 model is logged and registered.
+
+It is the last round's model that is registered, not ``best_round.pt``: the best
+round is picked on the sites' few validation patients, and on the measured
+comparisons (``benchmarks/bench_federated.py``) the last round scored as well or better.
 """
 
 from __future__ import annotations

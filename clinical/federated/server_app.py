@@ -9,7 +9,7 @@ written into the global model. Evaluation metrics from the sites are averaged
 on the server, weighted the same way. The bytes each site sent are logged and
 kept per round in ``federated.json`` in the run's ``out-dir``, with the global
 model as ``global.pt``. With evaluation on, the round whose global model has the
-best aggregated validation AUROC is kept as ``best.pt`` (a centralised fit keeps
+best aggregated validation AUROC is kept as ``best_round.pt`` (a centralised fit keeps
 its best validation epoch the same way, so the two are compared like for like).
 """
 
@@ -230,7 +230,7 @@ def run_federated(grid: Grid, settings: RunSettings) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         torch.save(final, out / "global.pt")
         if strategy.best_state is not None:
-            torch.save(strategy.best_state, out / "best.pt")
+            torch.save(strategy.best_state, out / "best_round.pt")
         (out / "federated.json").write_text(json.dumps(summary, indent=2, default=str))
         logger.info("Federated run finished; the global model is in %s.", out / "global.pt")
     return summary
