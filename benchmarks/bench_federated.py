@@ -34,7 +34,7 @@ from benchmarks.report import emit
 from clinical.cohort.manifest import read_manifest
 from clinical.cohort.synthetic import generate_cohort
 from clinical.data import class_names
-from clinical.federated.experiment import compare_training
+from clinical.federated.experiment import bytes_curve, compare_training
 from clinical.federated.local import split_by_site
 from clinical.federated.settings import RunSettings
 from clinical.federated.simulation import simulate
@@ -110,9 +110,7 @@ def bench_bytes(work: Path) -> dict:
     settings = RunSettings(train_config=config, classes=tuple(classes), num_rounds=3, min_nodes=len(sites),
                            evaluate=False)
     summary = simulate(settings, cohort_dir=cohort, split_path=split_path, sites=sites, out=work / "run")
-    curve = [{"round": r["round"], "trainable_groups": r["trainable_groups"],
-              "bytes_per_site": max(r["bytes_sent"].values()), "fraction": r["bytes_per_site_fraction"]}
-             for r in summary["rounds"]]
+    curve = bytes_curve(summary)
     return emit("federated_bytes_per_round_top_groups", ours=max(r["bytes_per_site"] for r in curve),
                 baseline=summary["full_model_bytes"], unit="bytes one site sends in a round", higher_is_better=False,
                 curve=curve, model=config.model, seconds=time.perf_counter() - started)

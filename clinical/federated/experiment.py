@@ -32,9 +32,16 @@ from clinical.models import create_model
 from clinical.splits import OUTER, read_split
 from clinical.training import fit, load_checkpoint
 
-__all__ = ["compare_training", "outer_folds", "test_predictions"]
+__all__ = ["bytes_curve", "compare_training", "outer_folds", "test_predictions"]
 
 logger = logging.getLogger(__name__)
+
+
+def bytes_curve(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per round of a federation's summary: the groups that trained and the most bytes one site sent (and share)."""
+    return [{"round": r["round"], "trainable_groups": r["trainable_groups"],
+             "bytes_per_site": max(r["bytes_sent"].values(), default=0),
+             "fraction": r["bytes_per_site_fraction"]} for r in summary["rounds"]]
 
 
 def outer_folds(split: pd.DataFrame) -> list[int]:
@@ -154,9 +161,7 @@ def compare_training(
     scores["federated_minus_single_site"] = {site: paired(f"site:{site}") for site in sites}
     scores["per_fold"] = per_fold
     scores["full_model_bytes"] = summary["full_model_bytes"]
-    scores["bytes_per_round"] = [{"round": r["round"], "trainable_groups": r["trainable_groups"],
-                                  "bytes_per_site": max(r["bytes_sent"].values(), default=0),
-                                  "fraction": r["bytes_per_site_fraction"]} for r in summary["rounds"]]
+    scores["bytes_per_round"] = bytes_curve(summary)
     logger.info("Pooled test AUROC over %d patients: centralised %.3f, federated %.3f, single-site mean %.3f.",
                 scores["n_patients"], scores["centralised"], scores["federated"], scores["single_site_mean"])
     return scores
