@@ -28,7 +28,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check clinical pipelines tests benchmarks
 	$(BIN)/lint-imports
 
+# The tests also use Debian's dcmtk, Orthanc and openslide-tools: installed here when missing (or the command to run).
 test: $(STAMP)
+	bash infra/system-packages.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -34,13 +34,12 @@ from benchmarks.report import emit
 from clinical.cohort.manifest import read_manifest
 from clinical.cohort.synthetic import generate_cohort
 from clinical.data import class_names
-from clinical.federated.experiment import bytes_curve, compare_training
-from clinical.federated.local import split_by_site
 from clinical.federated.settings import RunSettings
 from clinical.federated.simulation import simulate
 from clinical.ingest import ingest
-from clinical.splits import write_split
+from clinical.splits import split_by_site, write_split
 from clinical.training import TrainConfig
+from clinical.workflows.compare import bytes_curve, compare_training
 
 SIZE = 32  # pixels
 ROUNDS = 6  # federated rounds of one local epoch; centralised and single-site runs train as many epochs

@@ -31,8 +31,9 @@ from clinical.cohort.synthetic import generate_cohort
 from clinical.data import ManifestDataset, class_names, make_loader, preset, seed_epoch
 from clinical.ingest import ingest
 from clinical.models import create_model, save_backbone
-from clinical.splits import fold_items, split_manifest
-from clinical.training import TrainConfig, cross_validate, fit, load_checkpoint, summarize
+from clinical.splits import fold_items, split_manifest, write_split
+from clinical.training import TrainConfig, fit, load_checkpoint
+from clinical.workflows import cross_validate
 
 SIZE = 64  # pixels; radiographs of the small cohort are ≤ 128 px
 
@@ -109,9 +110,10 @@ def fine_tune(work: Path, weights: Path, schedule: str) -> dict:
     config = TrainConfig.build(model="resnet18", pretrained=str(weights), image_size=(SIZE, SIZE), schedule=schedule,
                                epochs=10, unfreeze_every=2, batch_size=16, lr=1e-3, layer_decay=0.5,
                                warmup_epochs=0.5, cutmix_alpha=1.0, mix_prob=0.5, early_stopping_patience=None)
-    results = cross_validate(config, manifest=manifest, cohort_dir=target, split=split_manifest(manifest, folds=3,
-                             seed=0), out=work / schedule)
-    summary = summarize(results)
+    split_path = work / "target" / "split.parquet"
+    write_split(split_manifest(manifest, folds=3, seed=0), split_path)
+    cv = cross_validate(config, cohort_dir=target, split_path=split_path, out=work / schedule)
+    results, summary = cv.results, cv.summary
     return {
         "auroc_mean": summary["auroc"]["mean"], "auroc_sd": summary["auroc"]["sd"],
         "auroc_folds": [r.test_metrics["auroc"] for r in results],

@@ -17,25 +17,16 @@ from typing import Any, Literal
 
 from prefect import flow, task
 
-from clinical.federated.deployment import run_local_deployment
-from clinical.federated.register import track_federation
-from clinical.federated.settings import RunSettings, SiteSettings
-from clinical.federated.simulation import simulate
-from clinical.federated.site import site_finetune
-from clinical.training import TrainConfig
+from clinical.workflows import RunSettings, TrainConfig, federate, site_finetune, track_federation
 
 __all__ = ["federated_flow", "site_finetune_flow"]
 
 
-@task(name="federate (simulation)", tags=["gpu"])
-def simulate_task(run_config: dict[str, Any], cohort: str, split: str, sites: list[str], out: str) -> dict[str, Any]:
-    return simulate(RunSettings.from_run_config(run_config), cohort_dir=cohort, split_path=split, sites=sites, out=out)
-
-
-@task(name="federate (deployment engine)", tags=["gpu"])
-def deploy_task(run_config: dict[str, Any], sites: list[dict[str, Any]], workdir: str) -> dict[str, Any]:
-    return run_local_deployment(RunSettings.from_run_config(run_config), [SiteSettings(**s) for s in sites],
-                                workdir=workdir)
+@task(name="federate", tags=["gpu"])
+def federate_task(run_config: dict[str, Any], cohort: str, split: str, sites: list[str], out: str, engine: str,
+                  workdir: str) -> dict[str, Any]:
+    return federate(RunSettings.from_run_config(run_config), cohort_dir=cohort, split_path=split, sites=sites,
+                    out=out, engine=engine, workdir=workdir)
 
 
 @task(name="track and register the global model", retries=3, retry_delay_seconds=10)
@@ -77,11 +68,7 @@ def federated_flow(
     out = str(Path(workdir) / "federated")
     settings = RunSettings(train_config=TrainConfig.build(**train), classes=tuple(classes), num_rounds=rounds,
                            strategy=strategy, proximal_mu=proximal_mu, min_nodes=min_nodes, out_dir=out)
-    if engine == "simulation":
-        summary = simulate_task(settings.run_config(), cohort, split, sites, out)
-    else:
-        nodes = [asdict(SiteSettings(cohort_dir=cohort, split_path=split, site=site)) for site in sites]
-        summary = deploy_task(settings.run_config(), nodes, str(Path(workdir) / "flower"))
+    summary = federate_task(settings.run_config(), cohort, split, sites, out, engine, str(Path(workdir) / "flower"))
     registered = track_task(out, cohort, split, name, experiment)
     return {"rounds": summary["rounds"], "registered": registered}
 

@@ -12,7 +12,7 @@ bounds how many folds share an accelerator.
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,21 +22,23 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
-from clinical.cohort import read_manifest
-from clinical.ingest import ingest, sources_fingerprint
-from clinical.models.pretraining import pretrain
-from clinical.splits import audit_split, format_report, read_split, split_manifest, write_split
-from clinical.tracking import (
+from clinical.ingest import sources_fingerprint
+from clinical.splits import format_report, outer_folds, read_split
+from clinical.workflows import (
     FoldRun,
-    finish_cross_validation,
+    MlflowTracker,
+    TrainConfig,
+    audit_cohort,
     format_summary,
-    outer_folds,
+    ingest_cohort,
+    open_cross_validation,
+    pool_folds,
+    pretrain,
+    read_cross_validation,
     register_best_fold,
-    run_url,
-    start_cross_validation,
+    split_cohort,
     train_fold,
 )
-from clinical.training import TrainConfig
 from pipelines.pacs import pull_flow
 from pipelines.settings import PipelineSettings
 
@@ -69,7 +71,7 @@ def ingest_task(
     sources: list[str], cohort: str, *, labels: str | None, sites: str | None, options: dict[str, Any],
     workers: int | None, fingerprint: str,
 ) -> dict[str, Any]:
-    report = ingest(sources, cohort, labels=labels, sites=sites, workers=workers, **options)
+    report = ingest_cohort(sources, cohort, labels=labels, sites=sites, workers=workers, **options)
     get_run_logger().info(report.summary())
     return {"cohort": cohort, "digest": report.digest, "found": report.found, "ingested": report.ingested,
             "rejected": report.rejected, "items": report.items}
@@ -77,16 +79,13 @@ def ingest_task(
 
 @task(name="split", cache_policy=BY_CONTENT, persist_result=True)
 def split_task(cohort: str, out: str, *, cohort_digest: str, folds: int, seed: int, by: str) -> dict[str, Any]:
-    split = split_manifest(read_manifest(cohort), folds=folds, seed=seed, by=by)
-    meta = write_split(split, out, cohort_digest=cohort_digest)
+    meta = split_cohort(cohort, out, folds=folds, seed=seed, by=by)
     return {"split": out, "digest": meta["digest"]}
 
 
 @task(name="audit", cache_policy=BY_CONTENT, persist_result=True)
 def audit_task(cohort: str, split: str, out: str, *, split_digest: str, inflation: bool) -> dict[str, Any]:
-    table, meta = read_split(split)
-    report = audit_split(read_manifest(cohort), table, cohort, meta=meta, inflation=inflation)
-    Path(out).write_text(json.dumps(report, indent=2, default=str))
+    report = audit_cohort(cohort, split, out, inflation=inflation)
     create_markdown_artifact(f"```\n{format_report(report)}\n```", key="leakage-audit", description="Leakage audit")
     return {"report": out}
 
@@ -102,40 +101,39 @@ def pretrain_task(
 
 
 @task(name="open cross-validation run", cache_policy=BY_CONTENT, persist_result=True, **_IO_RETRIES)
-def start_cv_task(recipe: dict[str, Any], cohort: str, split: str, *, split_digest: str, experiment: str) -> str:
-    return start_cross_validation(TrainConfig.build(**recipe), cohort_dir=cohort, split_path=split,
-                                  experiment=experiment)
+def start_cv_task(recipe: dict[str, Any], cohort: str, split: str, *, split_digest: str, experiment: str) -> dict:
+    tracker = open_cross_validation(TrainConfig.build(**recipe), cohort_dir=cohort, split_path=split,
+                                    tracker=MlflowTracker(experiment))
+    return tracker.to_dict()
 
 
 @task(name="train fold", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True)
 def train_fold_task(
-    fold: int, *, recipe: dict[str, Any], cohort: str, split: str, split_digest: str, out: str, experiment: str,
-    parent_run_id: str,
+    fold: int, *, recipe: dict[str, Any], cohort: str, split: str, split_digest: str, out: str,
+    tracker: dict[str, Any],
 ) -> dict[str, Any]:
     run = train_fold(TrainConfig.build(**recipe), cohort_dir=cohort, split_path=split, fold=fold,
-                     out=str(Path(out) / f"fold-{fold}"), experiment=experiment, parent_run_id=parent_run_id)
-    return {"fold": run.fold, "run_id": run.run_id, "out": run.out}
+                     out=str(Path(out) / f"fold-{fold}"), tracker=MlflowTracker(**tracker))
+    return asdict(run)
 
 
 @task(name="evaluate", cache_policy=BY_CONTENT, persist_result=True, **_IO_RETRIES)
-def evaluate_task(parent_run_id: str, fold_runs: list[dict[str, Any]], cohort: str, split: str, n_boot: int) -> dict:
-    cv = finish_cross_validation(parent_run_id, [FoldRun(**r) for r in fold_runs], cohort_dir=cohort,
-                                 split_path=split, n_boot=n_boot)
+def evaluate_task(tracker: dict[str, Any], fold_runs: list[dict[str, Any]], cohort: str, split: str, out: str,
+                  n_boot: int) -> dict:
+    cv = pool_folds([FoldRun(**r) for r in fold_runs], cohort_dir=cohort, split_path=split, out=out,
+                    tracker=MlflowTracker(**tracker), n_boot=n_boot)
     records = cv.table.round(4).to_dict(orient="records")
     caption = f"Pooled out-of-fold metrics with 95% patient-bootstrap CIs; over folds:\n\n{format_summary(cv.summary)}"
     create_table_artifact(records, key="metrics-with-ci", description=caption)
-    create_link_artifact(run_url(parent_run_id), link_text="MLflow run", key="mlflow-run")
-    return {"parent_run_id": parent_run_id, "table": records, "summary": cv.summary}
+    create_link_artifact(MlflowTracker(**tracker).parent_url(), link_text="MLflow run", key="mlflow-run")
+    return {"parent_run_id": tracker["parent_run_id"], "out": out, "table": records, "summary": cv.summary}
 
 
 @task(name="register", **_IO_RETRIES)
-def register_task(
-    fold_runs: list[dict[str, Any]], name: str, cohort: str, split: str, margin: float | None
-) -> dict[str, Any]:
-    registered = register_best_fold([FoldRun(**r) for r in fold_runs], name, cohort_dir=cohort, split_path=split,
+def register_task(out: str, name: str, cohort: str, split: str, margin: float | None) -> dict[str, Any]:
+    registered = register_best_fold(read_cross_validation(out), name, cohort_dir=cohort, split_path=split,
                                     margin=margin)
-    return {"name": registered.name, "version": registered.version, "alias": registered.alias,
-            "run_id": registered.run_id, "decision": registered.decision}
+    return asdict(registered)
 
 
 # -- flows -------------------------------------------------------------------------------------------------------
@@ -178,29 +176,29 @@ def train_flow(settings: PipelineSettings, cohort: dict[str, Any], split: dict[s
                backbone: str | None) -> dict[str, Any]:
     """One model per fold (mapped tasks, tagged ``gpu``) under one MLflow parent run."""
     recipe = settings.recipe(pretrained=backbone).model_dump(mode="json")
-    parent = start_cv_task(recipe, cohort["cohort"], split["split"], split_digest=split["digest"],
-                           experiment=settings.experiment)
-    folds = outer_folds(split["split"])
+    tracker = start_cv_task(recipe, cohort["cohort"], split["split"], split_digest=split["digest"],
+                            experiment=settings.experiment)
+    out = settings.path("runs", split["digest"][:12])
+    folds = outer_folds(read_split(split["split"])[0])
     static = {"recipe": recipe, "cohort": cohort["cohort"], "split": split["split"], "split_digest": split["digest"],
-              "out": settings.path("runs", split["digest"][:12]), "experiment": settings.experiment,
-              "parent_run_id": parent}
+              "out": out, "tracker": tracker}
     futures = train_fold_task.map(folds, **{name: unmapped(value) for name, value in static.items()})
-    return {"parent_run_id": parent, "fold_runs": [f.result() for f in futures]}
+    return {"tracker": tracker, "out": out, "fold_runs": [f.result() for f in futures]}
 
 
 @flow(name="evaluate")
 def evaluate_flow(settings: PipelineSettings, cohort: dict[str, Any], split: dict[str, Any],
                   training: dict[str, Any]) -> dict[str, Any]:
     """The metric table with patient-bootstrap CIs and the mean ± SD over folds, logged and shown as artifacts."""
-    return evaluate_task(training["parent_run_id"], training["fold_runs"], cohort["cohort"], split["split"],
-                         settings.n_boot)
+    return evaluate_task(training["tracker"], training["fold_runs"], cohort["cohort"], split["split"],
+                         training["out"], settings.n_boot)
 
 
 @flow(name="register")
 def register_flow(settings: PipelineSettings, cohort: dict[str, Any], split: dict[str, Any],
-                  training: dict[str, Any]) -> dict[str, Any]:
+                  evaluation: dict[str, Any]) -> dict[str, Any]:
     """Register the best fold's model; the first version is champion, later ones pass the gate or stay challenger."""
-    return register_task(training["fold_runs"], settings.model_name, cohort["cohort"], split["split"],
+    return register_task(evaluation["out"], settings.model_name, cohort["cohort"], split["split"],
                          settings.gate_margin)
 
 
@@ -212,5 +210,5 @@ def cohort_to_champion(settings: PipelineSettings) -> dict[str, Any]:
     backbone = pretrain_flow(settings, cohort)
     training = train_flow(settings, cohort, split, backbone)
     evaluation = evaluate_flow(settings, cohort, split, training)
-    registered = register_flow(settings, cohort, split, training)
+    registered = register_flow(settings, cohort, split, evaluation)
     return {"cohort": cohort, "split": split, "backbone": backbone, "evaluation": evaluation, "model": registered}

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clinical.training import TrainConfig
+from clinical.ingest.options import MAX_DEFAULT_WORKERS
+from clinical.workflows import TrainConfig
 
 __all__ = ["PipelineSettings"]
 
@@ -22,8 +23,12 @@ class PipelineSettings(BaseModel):
     labels: str | None = Field(None, description="labels CSV (see clinical.ingest.labels)")
     sites: str | None = Field(None, description="sites CSV; else InstitutionName, else the folder")
     workdir: str = Field(description="where the cohort, split, backbone and runs are written")
-    ingest_options: dict[str, Any] = Field(default_factory=dict, description="extra clinical.ingest.ingest options")
-    ingest_workers: int | None = Field(None, ge=0, description="ingest processes; None: one per CPU, at most 8")
+    ingest_options: dict[str, Any] = Field(
+        default_factory=dict, description="extra clinical.ingest.ingest options (defaults: clinical.ingest.DEFAULTS)"
+    )
+    ingest_workers: int | None = Field(
+        None, ge=0, description=f"ingest processes; None: one per CPU, at most {MAX_DEFAULT_WORKERS}"
+    )
 
     # PACS to pull from before ingest (None: ingest `sources`); credentials from CLINICAL_PACS_USER/_PASSWORD
     pacs: str | None = Field(None, description="dicomweb+http://host:port/dicom-web or dimse://AET@host:port")

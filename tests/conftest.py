@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,27 @@ from clinical.ingest import ingest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+
+@contextmanager
+def mlflow_tracking(root: Path) -> Iterator:
+    """A real `mlflow server` on 127.0.0.1 under ``root``, made the tracking URI while it runs."""
+    import mlflow
+
+    from clinical.tracking import LocalMlflowServer
+
+    with LocalMlflowServer(root) as running:
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = running.uri
+        mlflow.set_tracking_uri(running.uri)
+        try:
+            yield running
+        finally:
+            mlflow.set_tracking_uri(previous or "")
+            if previous is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
+
 
 #: A fixed pseudonym key for tests, so patient keys are reproducible across fixtures.
 TEST_KEY = "test-pseudonym-key"

@@ -11,9 +11,10 @@ from evaluation_helpers import clustered_binary, multiclass_items
 from scipy.stats import norm
 
 from clinical.errors import ConfigurationError
-from clinical.evaluation import cv_summary, evaluate, format_mean_sd, format_metric, score
-from clinical.evaluation._weighted import ranking_metrics, weighted_metrics
-from clinical.evaluation.bootstrap import percentile_interval, prepare_units, resample_weights
+from clinical.evaluation import evaluate, format_mean_sd, format_metric, score, summarize_folds
+from clinical.evaluation._weighted import weighted_metrics
+from clinical.evaluation.bootstrap import prepare_units
+from clinical.stats import percentile_interval, ranking_metrics, resample_weights
 
 logger = logging.getLogger(__name__)
 
@@ -149,17 +150,17 @@ def test_patient_bootstrap_covers_the_true_auroc_and_item_bootstrap_does_not():
     assert coverage["item"] < 0.80
 
 
-def test_cv_summary_and_formatting():
-    folds = [{"auroc": 0.70, "f1": 0.6}, {"auroc": 0.80, "f1": 0.7}, {"auroc": 0.85}]
-    summary = cv_summary(folds)
-    assert summary["auroc_mean"] == pytest.approx(0.7833333)
-    assert summary["auroc_sd"] == pytest.approx(np.std([0.70, 0.80, 0.85], ddof=1))
-    assert summary["f1_mean"] == pytest.approx(0.65) and summary["n_folds"] == 3
-    assert format_mean_sd(summary["auroc_mean"], summary["auroc_sd"]) == "0.78 ± 0.08"
+def test_summary_over_folds_and_formatting():
+    folds = [{"auroc": 0.70, "f1": 0.6}, {"auroc": 0.80, "f1": 0.7}, {"auroc": 0.85, "f1": float("nan")}]
+    summary = summarize_folds(folds)
+    assert summary["auroc"]["mean"] == pytest.approx(0.7833333)
+    assert summary["auroc"]["sd"] == pytest.approx(np.std([0.70, 0.80, 0.85], ddof=1))
+    assert summary["f1"]["mean"] == pytest.approx(0.65) and summary["auroc"]["n"] == 3 and summary["f1"]["n"] == 2
+    assert format_mean_sd(summary["auroc"]["mean"], summary["auroc"]["sd"]) == "0.78 ± 0.08"
     assert format_metric(0.9551, 0.9532, 0.9564) == "0.955 (0.953–0.956)"
     assert format_metric(float("nan")) == "n/a"
     with pytest.raises(ConfigurationError, match="at least one fold"):
-        cv_summary([])
+        summarize_folds([])
 
 
 def test_bad_bootstrap_options_are_refused(frames):

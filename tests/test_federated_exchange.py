@@ -16,7 +16,7 @@ from clinical.federated.exchange import (
     trainable_groups,
     unpack_into,
 )
-from clinical.federated.local import stage_schedule
+from clinical.federated.local import stage_plan
 from clinical.federated.server_app import finite_weighted_mean
 from clinical.federated.settings import RunSettings, SiteSettings
 from clinical.federated.validation import update_problem
@@ -115,19 +115,20 @@ def test_update_checks_give_a_reason(resnet18):
     assert "num-examples" in update_problem(good, reference, expected_keys=keys, num_examples=0)
 
 
-def test_stage_schedule_trains_only_the_top_groups_and_keeps_frozen_statistics():
+def test_stage_plan_trains_only_the_top_groups_and_keeps_frozen_statistics():
     net = create_model("resnet18", spatial_dims=2, in_channels=1, num_classes=2)
-    schedule = stage_schedule(net, _config(), ["stage4", "head"])
+    plan = stage_plan(net, _config(), ["stage4", "head"])
+    assert plan.lrs == pytest.approx({"head": 1e-3, "stage4": 5e-4})  # the recipe's lr × layer_decay ** depth
     before = {k: v.clone() for k, v in net.state_dict().items()}
     net.train()
-    schedule.apply(net)
+    plan.apply(net)
     net(torch.randn(4, 1, 32, 32)).sum().backward()
     assert net.net.conv1.weight.grad is None and net.net.layer3[0].conv1.weight.grad is None
     assert net.head.weight.grad is not None and net.net.layer4[0].conv1.weight.grad is not None
     for key in group_state_keys(net, ["stem", "stage1", "stage2", "stage3"]):
         assert torch.equal(net.state_dict()[key], before[key]), key
     with pytest.raises(ConfigurationError, match="top groups"):
-        stage_schedule(net, _config(), ["stage3", "head"])
+        stage_plan(net, _config(), ["stage3", "head"])
 
 
 def test_metric_aggregation_leaves_undefined_site_metrics_out():

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from clinical.cohort.manifest import read_manifest
-from clinical.federated.local import split_by_site
 from clinical.federated.settings import RunSettings
 from clinical.federated.simulation import simulate
-from clinical.splits import write_split
+from clinical.splits import split_by_site, write_split
 from clinical.training import TrainConfig
 
 CLASSES = ("negative", "positive")

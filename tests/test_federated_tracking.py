@@ -9,17 +9,16 @@ import pytest
 import torch
 from test_federated_simulation import CLASSES, federation_data, recipe  # noqa: F401 - the module fixture
 
-from clinical.federated.register import track_federation
 from clinical.federated.settings import RunSettings
-from clinical.federated.site import site_finetune
 from clinical.tracking import (
     LocalMlflowServer,
+    MlflowTracker,
     alias_version,
     load_registered,
     register_run_model,
     site_alias,
-    train_fold,
 )
+from clinical.workflows import site_finetune, track_federation, train_fold
 
 NAME = "federated-test"
 
@@ -32,7 +31,7 @@ def registry(tmp_path_factory, federation_data):  # noqa: F811
     with LocalMlflowServer(root / "server") as server:
         os.environ["MLFLOW_TRACKING_URI"] = server.uri
         run = train_fold(recipe(epochs=1, schedule="full"), cohort_dir=cohort, split_path=split_path, fold=0,
-                         out=root / "champion", experiment="federated-tests")
+                         out=root / "champion", tracker=MlflowTracker("federated-tests"))
         version, alias = register_run_model(run.run_id, NAME)
         assert alias == "champion"
         yield root, version

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 
 from clinical.cohort import read_manifest, read_rejections
 from clinical.errors import ConfigurationError
-from clinical.ingest import engine, ingest
+from clinical.ingest import decoder_for, ingest, journal, register_decoder
 
 KEY = "edge-case-test-key"
 PHI = ("Zyxwquort^Brambleton", "EDGEPHI0042", "19230405", "ACCZQ771")
@@ -345,7 +345,7 @@ def test_interrupted_run_resumes(tree, tmp_path, monkeypatch):
         _ct(source / "site" / f"p{k}" / "x.dcm", series=generate_uid(), position=None, value=1000 + k)
     out = tmp_path / "cohort"
     calls = {"n": 0}
-    original = engine._HANDLERS["dicom_image"]
+    original = decoder_for("dicom_image")
 
     def interrupt_third(unit, options):
         calls["n"] += 1
@@ -353,11 +353,13 @@ def test_interrupted_run_resumes(tree, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         yield from original(unit, options)
 
-    monkeypatch.setattr(engine, "_FLUSH_EVERY", 1)
-    monkeypatch.setitem(engine._HANDLERS, "dicom_image", interrupt_third)
-    with pytest.raises(KeyboardInterrupt):
-        ingest(source, out, key=KEY, workers=0, progress=False)
-    monkeypatch.setitem(engine._HANDLERS, "dicom_image", original)
+    monkeypatch.setattr(journal, "FLUSH_EVERY", 1)
+    register_decoder("dicom_image", interrupt_third)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ingest(source, out, key=KEY, workers=0, progress=False)
+    finally:
+        register_decoder("dicom_image", original)
     resumed = ingest(source, out, key=KEY, workers=0, progress=False)
     assert (resumed.units_reused, resumed.units_run, resumed.items) == (2, 2, 4)
 

@@ -1,7 +1,9 @@
-"""The layer contract of DESIGN.md, checked by import-linter rather than good intentions."""
+"""The layer contract (README, "Layout"), checked by import-linter rather than good intentions."""
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import subprocess
 import sys
@@ -46,6 +48,8 @@ def tree_copy(tmp_path: Path) -> Path:
         ("pipelines/__init__.py", "import mlflow", "Only clinical.tracking imports mlflow"),
         ("clinical/training/__init__.py", "import prefect", "clinical never imports prefect or pipelines"),
         ("clinical/tracking/__init__.py", "import pipelines", "clinical never imports prefect or pipelines"),
+        ("clinical/cli/train.py", "import clinical.training.engine", "use cases via clinical.workflows"),
+        ("pipelines/flows.py", "from clinical.tracking import MlflowCallback", "use cases via clinical.workflows"),
     ],
 )
 def test_a_planted_forbidden_import_breaks_the_contract(tree_copy: Path, module: str, statement: str, contract: str):
@@ -56,3 +60,24 @@ def test_a_planted_forbidden_import_breaks_the_contract(tree_copy: Path, module:
     assert "BROKEN" in result.stdout
     broken = [line for line in result.stdout.splitlines() if "BROKEN" in line]
     assert any(contract in line for line in broken), result.stdout
+
+
+#: What the notebooks, like the CLI and the pipelines, reach only through clinical.workflows.
+USE_CASE_LAYERS = ("clinical.training", "clinical.tracking", "clinical.federated")
+
+
+def test_the_notebooks_reach_use_cases_through_the_application_layer():
+    imported = set()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            code = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add((notebook.name, node.module))
+                elif isinstance(node, ast.Import):
+                    imported |= {(notebook.name, alias.name) for alias in node.names}
+    assert any(module == "clinical.workflows" for _, module in imported)
+    offending = sorted((name, module) for name, module in imported if module.startswith(USE_CASE_LAYERS))
+    assert not offending, offending

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from clinical.errors import ConfigurationError
-from clinical.models import ClassifierModel, LayerGroup, create_model, get_model_config, list_models
+from clinical.models import ClassifierModel, LayerGroup, create_model, list_models
 from clinical.models.groups import parameter_shares
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
@@ -152,13 +152,6 @@ def test_gradcam_target_works_with_monai():
     cam = GradCAM(nn_module=model, target_layers=model.gradcam_layer)
     heatmap = cam(x=torch.randn(1, 1, 64, 64), class_idx=1)
     assert heatmap.shape == (1, 1, 64, 64)
-
-
-def test_normalization_folds_for_grey_inputs():
-    config = get_model_config("resnet50", 2)
-    assert config.normalization(3) == (config.mean, config.std)
-    mean, std = config.normalization(1)
-    assert mean == pytest.approx((sum(config.mean) / 3,)) and len(std) == 1
 
 
 @pytest.mark.parametrize(

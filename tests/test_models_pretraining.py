@@ -13,7 +13,8 @@ from clinical.cli import main
 from clinical.cohort import write_manifest
 from clinical.errors import ConfigurationError, ManifestError
 from clinical.models import create_model
-from clinical.models.pretraining import BYOL, contrastive_view, linear_probe, nt_xent_loss, pretrain
+from clinical.training.pretraining import BYOL, checkpoint_path, contrastive_view, linear_probe, nt_xent_loss, pretrain
+from clinical.training.pretraining import loop as ssl_loop
 
 
 def test_nt_xent_rewards_matching_views():
@@ -81,6 +82,50 @@ def test_pretrain_volumes_in_3d(tmp_path):
     result = pretrain(cohort, model="r2plus1d_18", epochs=1, batch_size=4, size=(4, 16, 16), out=tmp_path / "video.pt")
     model = create_model("r2plus1d_18", spatial_dims=3, pretrained=result.path)
     assert model.weights_report.reinitialised == ("fc.weight", "fc.bias")
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_an_interrupted_pretraining_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, method):
+    """Killed after its first epoch's checkpoint, the rerun ends with the backbone of a run never stopped.
+
+    BYOL also checks that its EMA target travels in the checkpoint: the second epoch's loss depends on it.
+    """
+    cohort = _write_cohort(tmp_path / "images", ["image"] * 4)
+    options = {"method": method, "epochs": 2, "batch_size": 4, "size": 16, "seed": 0}
+    whole = pretrain(cohort, **options, out=tmp_path / "whole" / "backbone.pt")
+
+    save = ssl_loop.save_checkpoint
+
+    def save_then_die(path, payload):
+        save(path, payload)
+        raise Killed
+
+    out = tmp_path / "resumed" / "backbone.pt"
+    monkeypatch.setattr(ssl_loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        pretrain(cohort, **options, out=out)
+    monkeypatch.setattr(ssl_loop, "save_checkpoint", save)
+    assert checkpoint_path(out).is_file() and not out.exists()
+    with pytest.raises(ConfigurationError, match=r"other settings \(differing: \['lr'\]\)"):
+        pretrain(cohort, **options, lr=1e-2, out=out)
+    resumed = pretrain(cohort, **options, out=out)
+
+    assert resumed.losses == whole.losses
+    expected = whole.model.state_dict()
+    for key, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-7, msg=key)
+    assert not checkpoint_path(out).exists() and resumed.path == out
+
+
+def test_one_size_value_means_every_axis(tmp_path):
+    """``--size 16`` and ``size=[16]`` (what a one-value image_size used to reach the pipeline as) pretrain alike."""
+    cohort = _write_cohort(tmp_path / "images", ["image"] * 4)
+    one = pretrain(cohort, epochs=1, batch_size=4, size=[16])
+    assert one.losses == pretrain(cohort, epochs=1, batch_size=4, size=(16, 16)).losses
 
 
 @pytest.fixture(scope="module")

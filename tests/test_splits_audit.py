@@ -27,7 +27,6 @@ from clinical.splits import (
     split_manifest,
     write_split,
 )
-from clinical.splits.inflation import _auroc, _rank_auroc
 
 
 def make_image_cohort(
@@ -164,15 +163,6 @@ def test_audit_passes_a_patient_split_and_lists_planted_duplicates(
     pairs = {frozenset((p["item_a"], p["item_b"])) for p in duplicates["pairs"]}
     assert frozenset((manifest["item_id"].iloc[0], "dup")) in pairs
     assert "FAILED" in format_report(report)
-
-
-def test_rank_auroc_matches_scikit_learn() -> None:
-    rng = np.random.default_rng(0)
-    for n_classes in (2, 3):
-        y = rng.integers(0, n_classes, 300)
-        proba = rng.dirichlet(np.ones(n_classes), 300)
-        proba[:20] = proba[20:40]  # ties
-        assert _rank_auroc(y, proba) == pytest.approx(_auroc(y, proba), abs=1e-12)
 
 
 def _features(folder: Path, manifest: pd.DataFrame) -> np.ndarray:

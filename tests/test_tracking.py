@@ -12,10 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import mlflow_tracking
 from mlflow.tracking import MlflowClient
 
 from clinical.cohort import read_manifest
@@ -26,6 +26,7 @@ from clinical.tracking import (
     CHAMPION,
     LocalMlflowServer,
     MlflowCallback,
+    MlflowTracker,
     TrackingUnavailableError,
     alias_version,
     apply_gate,
@@ -33,10 +34,10 @@ from clinical.tracking import (
     predict_registered,
     register_run_model,
     replay_outbox,
-    train_fold,
 )
 from clinical.tracking.server import free_port, wait_until_up
 from clinical.training import BaseCallback, TrainConfig, fit
+from clinical.workflows import train_fold
 
 pytestmark = pytest.mark.servers
 
@@ -45,17 +46,8 @@ CONFIG = dict(model="resnet18", image_size=(48, 48), epochs=3, batch_size=16, un
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    with LocalMlflowServer(root) as running:
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = running.uri
-        mlflow.set_tracking_uri(running.uri)
+    with mlflow_tracking(tmp_path_factory.mktemp("mlflow-server")) as running:
         yield running
-        mlflow.set_tracking_uri(previous or "")
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def split_path(small_radiographs: Path, tmp_path_factory: pytest.TempPathFactory
 def fold_run(server, small_radiographs: Path, split_path: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("fold0")
     run = train_fold(TrainConfig.build(**CONFIG), cohort_dir=small_radiographs, split_path=split_path, fold=0,
-                     out=out, experiment="tracking-test")
+                     out=out, tracker=MlflowTracker("tracking-test"))
     return run
 
 

@@ -143,17 +143,29 @@ def test_leaky_splits_and_empty_parts_are_refused(toy, tmp_path):
             out=tmp_path)
 
 
+def test_a_one_value_image_size_is_one_value_per_axis_from_the_config_on(tmp_path):
+    """``--image-size 224`` becomes (224, 224) in the config, so every reader (presets, serving) sees a full size."""
+    assert _config(image_size=(16,)).image_size == (16, 16)
+    assert TrainConfig.build(kind="volume", image_size=[8]).image_size == (8, 8, 8)
+    _config(image_size=(16,)).save(tmp_path / "config.json")
+    assert json.loads((tmp_path / "config.json").read_text())["image_size"] == [16, 16]
+    with pytest.raises(ConfigurationError, match=r"image_size.*2D items"):
+        _config(image_size=(16, 16, 16))
+    with pytest.raises(ConfigurationError, match=r"image_size.*positive"):
+        _config(image_size=(0,))
+
+
 def test_the_train_command_cross_validates_and_trains_one_fold(toy, tmp_path, capsys):
     cohort, _, split = toy
     write_split(split, tmp_path / "split.parquet")
     common = ["train", str(cohort), "--split", str(tmp_path / "split.parquet"), "--model", TINY,
               "--image-size", "16", "16", "--batch-size", "8", "--schedule", "full"]
     assert main([*common, "--epochs", "2", "--class-balance", "sampler", "--out", str(tmp_path / "cv")]) == 0
-    summary = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    summary = json.loads((tmp_path / "cv" / "cv" / "cv_summary.json").read_text())
     assert summary["auroc"]["n"] == 3 and 0.0 <= summary["auroc"]["mean"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "cv").glob("fold-*")) == ["fold-0", "fold-1", "fold-2"]
     assert "mean ± SD over folds" in capsys.readouterr().out
 
     assert main([*common, "--epochs", "1", "--fold", "2", "--out", str(tmp_path / "one")]) == 0
-    assert json.loads((tmp_path / "one" / "result.json").read_text())["fold"] == 2
+    assert json.loads((tmp_path / "one" / "fold-2" / "result.json").read_text())["fold"] == 2
     assert main([*common, "--epochs", "0", "--out", str(tmp_path / "bad")]) == 2

@@ -21,8 +21,9 @@ from clinical.cohort.synthetic import generate_cohort
 from clinical.evaluation import score
 from clinical.ingest import ingest
 from clinical.models import create_model, save_backbone
-from clinical.splits import split_manifest
-from clinical.training import TrainConfig, cross_validate, fit, load_checkpoint, summarize
+from clinical.splits import split_manifest, write_split
+from clinical.training import TrainConfig, fit, load_checkpoint
+from clinical.workflows import cross_validate
 
 SIZE = (32, 32)
 
@@ -47,19 +48,20 @@ def domain_backbone(tmp_path_factory) -> Path:
 def test_progressive_freezing_learns_and_keeps_up_with_full_fine_tuning(small_radiographs, domain_backbone, tmp_path):
     manifest = read_manifest(small_radiographs)
     split = split_manifest(manifest, folds=3, seed=0)
+    write_split(split, tmp_path / "split.parquet")
     pooled, per_fold = {}, {}
     for schedule in ("progressive", "full"):
         config = TrainConfig.build(model=TINY, pretrained=str(domain_backbone), image_size=SIZE, schedule=schedule,
                                    epochs=5, unfreeze_every=1, batch_size=16, lr=3e-3, layer_decay=0.5,
                                    early_stopping_patience=None)
-        results = cross_validate(config, manifest=manifest, cohort_dir=small_radiographs, split=split,
-                                 out=tmp_path / schedule)
-        assert all(r.config.pretrained for r in results)
+        cv = cross_validate(config, cohort_dir=small_radiographs, split_path=tmp_path / "split.parquet",
+                            out=tmp_path / schedule, n_boot=100)
+        assert all(r.config.pretrained for r in cv.results)
         # Every patient is tested in exactly one fold: the pooled out-of-fold AUROC over all 60
         # patients is a steadier yardstick than the mean of three 20-patient AUROCs.
-        frame = pd.concat([r.test_predictions for r in results], ignore_index=True)
-        pooled[schedule] = score(frame, results[0].classes, level="patient")["auroc"]
-        per_fold[schedule] = summarize(results)["auroc"]
+        frame = pd.concat([r.test_predictions for r in cv.results], ignore_index=True)
+        pooled[schedule] = score(frame, cv.results[0].classes, level="patient")["auroc"]
+        per_fold[schedule] = cv.summary["auroc"]
     print(f"patient-level test AUROC, pooled out-of-fold: {pooled}; per fold: {per_fold}")
     assert pooled["progressive"] >= 0.65, pooled  # clearly above chance (0.5) for 60 patients
     assert pooled["progressive"] >= pooled["full"] - 0.1, pooled

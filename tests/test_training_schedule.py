@@ -39,8 +39,8 @@ def test_stage_zero_trains_the_head_only_and_freezes_norm_statistics():
     model, schedule = _model_and_schedule()
     model.train()
     schedule.apply(model)
-    optimizer = build_optimizer(schedule, model, weight_decay=0.05)
-    frozen = schedule.frozen()
+    optimizer = build_optimizer(schedule.current, model, weight_decay=0.05)
+    frozen = schedule.current.frozen
     assert [g.name for g in frozen] == ["stem", "stage1", "stage2"]
     weights_before = [p.detach().clone() for g in frozen for p in g.parameters()]
     stats_before = [_norm_buffers(g) for g in frozen]
@@ -60,14 +60,14 @@ def test_trainable_norm_statistics_do_update():
     model.train()
     schedule.apply(model)
     before = _norm_buffers(schedule.groups[0])
-    _step(model, build_optimizer(schedule, model, weight_decay=0.0))
+    _step(model, build_optimizer(schedule.current, model, weight_decay=0.0))
     after = _norm_buffers(schedule.groups[0])
     assert any(not torch.equal(before[k][0], after[k][0]) for k in before)
 
 
 def test_learning_rates_follow_base_times_decay_to_the_depth():
     model, schedule = _model_and_schedule("full")
-    optimizer = build_optimizer(schedule, model, weight_decay=0.05)
+    optimizer = build_optimizer(schedule.current, model, weight_decay=0.05)
     depth = {"head": 0, "stage2": 1, "stage1": 2, "stem": 3}
     seen = set()
     for group in optimizer.param_groups:
@@ -80,7 +80,7 @@ def test_learning_rates_follow_base_times_decay_to_the_depth():
 
 def test_no_weight_decay_on_norms_and_biases():
     model, schedule = _model_and_schedule("full")
-    optimizer = build_optimizer(schedule, model, weight_decay=0.05)
+    optimizer = build_optimizer(schedule.current, model, weight_decay=0.05)
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     flat = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     norms = [p for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
@@ -94,12 +94,12 @@ def test_rebuild_keeps_the_optimizer_state_of_parameters_already_training():
     model, schedule = _model_and_schedule()
     model.train()
     schedule.apply(model)
-    optimizer = build_optimizer(schedule, model, weight_decay=0.05)
+    optimizer = build_optimizer(schedule.current, model, weight_decay=0.05)
     _step(model, optimizer)
     moments = optimizer.state[model.head.weight]["exp_avg"].clone()
     assert schedule.end_epoch(0, 0.6)
     schedule.apply(model)
-    rebuilt = build_optimizer(schedule, model, weight_decay=0.05, previous=optimizer)
+    rebuilt = build_optimizer(schedule.current, model, weight_decay=0.05, previous=optimizer)
     assert torch.equal(rebuilt.state[model.head.weight]["exp_avg"], moments)
     new = next(schedule.groups[2].parameters())
     assert new.requires_grad and new not in rebuilt.state
@@ -112,17 +112,17 @@ def test_progressive_schedule_unfreezes_from_the_top_every_n_epochs():
     _, schedule = _model_and_schedule(unfreeze_every=2)
     trained = []
     for epoch in range(8):
-        trained.append(len(schedule.trainable()))
+        trained.append(len(schedule.current.trainable))
         schedule.end_epoch(epoch, 0.5)
     assert trained == [1, 1, 2, 2, 3, 3, 4, 4]
-    assert schedule.final and [g.name for _, g in schedule.trainable()] == ["head", "stage2", "stage1", "stem"]
+    assert schedule.final and [g.name for g in schedule.current.trainable] == ["head", "stage2", "stage1", "stem"]
 
 
 def test_progressive_schedule_on_plateau_and_its_state_round_trip():
     _, schedule = _model_and_schedule(unfreeze_every=None, unfreeze_patience=2, max_trainable=3)
     events = [schedule.end_epoch(e, s) for e, s in enumerate([0.6, 0.7, 0.7, 0.69, 0.8, 0.8, 0.8, 0.5, 0.4])]
     assert events == [False, False, False, True, False, False, True, False, False]
-    assert len(schedule.trainable()) == 3 and schedule.final
+    assert len(schedule.current.trainable) == 3 and schedule.final
     _, other = _model_and_schedule(unfreeze_every=None, unfreeze_patience=2, max_trainable=3)
     other.load_state_dict(schedule.state_dict())
     assert other.state_dict() == schedule.state_dict()
@@ -131,8 +131,8 @@ def test_progressive_schedule_on_plateau_and_its_state_round_trip():
 def test_baselines_and_bad_schedules():
     _, full = _model_and_schedule("full")
     _, probe = _model_and_schedule("linear-probe")
-    assert len(full.trainable()) == 4 and full.final
-    assert [g.name for _, g in probe.trainable()] == ["head"] and probe.final
+    assert len(full.current.trainable) == 4 and full.final
+    assert [g.name for g in probe.current.trainable] == ["head"] and probe.final
     assert not probe.end_epoch(0, 0.1)
     with pytest.raises(ConfigurationError, match="exactly one"):
         _model_and_schedule(unfreeze_every=None)
@@ -151,7 +151,7 @@ def test_stage_lr_warms_up_then_decays_and_restarts_each_stage():
     lr.start_stage(4, 6)
     assert lr.factor(40) < lr.factor(45) and lr.factor(59) < 0.05
     model, schedule = _model_and_schedule("full")
-    optimizer = build_optimizer(schedule, model, weight_decay=0.0)
+    optimizer = build_optimizer(schedule.current, model, weight_decay=0.0)
     lr.apply(optimizer, 50)
     assert all(math.isclose(g["lr"], g["base_lr"] * lr.factor(50)) for g in optimizer.param_groups)
 
@@ -170,6 +170,27 @@ def test_block_granularity_unfreezes_one_residual_block_at_a_time():
     model(torch.randn(2, 1, 32, 32)).sum().backward()
     # the last stage's first block stays frozen while its second block trains
     assert model.net.layer4[0].conv1.weight.grad is None and model.net.layer4[1].conv1.weight.grad is not None
-    assert schedule.group_lr(len(schedule.groups) - 2) == pytest.approx(5e-3)
+    assert schedule.current.lrs["stage4.1"] == pytest.approx(5e-3)
     with pytest.raises(ConfigurationError, match="group_granularity"):
         TrainConfig.build(group_granularity="layer")
+
+
+def test_a_stage_plan_depends_on_the_stage_only():
+    """``plan(k)`` is what the schedule trains once it reaches stage k, without stepping or editing its state."""
+    _, schedule = _model_and_schedule(unfreeze_every=1, max_trainable=3)
+    plans = [schedule.plan(k) for k in range(5)]
+    assert schedule.stage == 0
+    assert [[g.name for g in p.trainable] for p in plans] == [
+        ["head"], ["head", "stage2"], ["head", "stage2", "stage1"], ["head", "stage2", "stage1"],
+        ["head", "stage2", "stage1"],
+    ]
+    assert [p.stage for p in plans] == [0, 1, 2, 2, 2]  # past the last stage is the last stage
+    assert plans[1].lrs == pytest.approx({"head": 1e-2, "stage2": 5e-3})
+    assert [g.name for g in plans[2].frozen] == ["stem"]
+    for epoch in range(2):
+        schedule.end_epoch(epoch, 0.5)
+        assert schedule.current == schedule.plan(epoch + 1)
+    _, full = _model_and_schedule("full")
+    assert full.plan(3) == full.plan(0) and len(full.plan(0).trainable) == 4
+    with pytest.raises(ConfigurationError, match="from 0"):
+        schedule.plan(-1)

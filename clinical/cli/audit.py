@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 __all__ = ["add_parser"]
@@ -33,22 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical.cohort import read_manifest
-    from clinical.splits import audit_split, format_report, read_split
+    from clinical.splits import format_report
+    from clinical.workflows import audit_cohort
 
-    manifest = read_manifest(args.cohort)
-    split, meta = read_split(args.split)
-    report = audit_split(
-        manifest,
-        split,
-        args.cohort,
-        meta=meta,
-        inflation=args.inflation,
-        max_distance=args.max_distance,
-        n_boot=args.n_boot,
-    )
     path = args.report or args.split.with_suffix(".audit.json")
-    path.write_text(json.dumps(report, indent=2, default=str))
+    report = audit_cohort(args.cohort, args.split, path, inflation=args.inflation, max_distance=args.max_distance,
+                          n_boot=args.n_boot)
     print(format_report(report))
     print(f"wrote {path}")
     return 0 if report["passed"] else 1

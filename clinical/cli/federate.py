@@ -36,20 +36,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical.cohort.manifest import read_manifest
     from clinical.data import class_names
-    from clinical.federated.local import split_by_site
-    from clinical.federated.settings import RunSettings
-    from clinical.federated.simulation import simulate
-    from clinical.splits import write_split
-    from clinical.training import TrainConfig, load_config
+    from clinical.workflows import RunSettings, TrainConfig, federate, load_config, split_cohort
 
     manifest = read_manifest(args.cohort)
     if args.per_site_split:
-        write_split(split_by_site(manifest), args.split)
+        split_cohort(args.cohort, args.split, per_site=True)
     config = load_config(args.config) if args.config else TrainConfig.build()
     settings = RunSettings(train_config=config, classes=tuple(class_names(manifest)), num_rounds=args.rounds,
                            strategy=args.strategy, proximal_mu=args.proximal_mu, min_nodes=args.min_nodes)
     sites = args.sites or sorted(manifest["site"].unique())
-    summary = simulate(settings, cohort_dir=args.cohort, split_path=args.split, sites=sites, out=args.out)
+    summary = federate(settings, cohort_dir=args.cohort, split_path=args.split, sites=sites, out=args.out)
     full = summary["full_model_bytes"]
     print(f"{'round':>5}  {'trainable groups':<40} {'bytes/site':>12} {'of full':>8}  val AUROC  rejected")
     for record in summary["rounds"]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clinical.ingest.options import DEFAULTS, MAX_DEFAULT_WORKERS
+
 __all__ = ["add_parser"]
 
 
@@ -20,14 +22,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, metavar="COHORT", help="cohort folder to write")
     parser.add_argument("--labels", type=Path, metavar="LABELS.csv", help="labels CSV (label + file/series_uid/...)")
     parser.add_argument("--sites", type=Path, metavar="SITES.csv", help="sites CSV (site + file/folder/...)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (0: in this process; default: CPUs)")
+    workers_help = f"processes (0: in this process; default: CPUs, at most {MAX_DEFAULT_WORKERS})"
+    parser.add_argument("--workers", type=int, default=None, help=workers_help)
     parser.add_argument("--target-spacing", type=float, nargs="+", metavar="MM", help="resample to this spacing")
     parser.add_argument("--target-size", type=int, nargs="+", metavar="PX", help="resample to this size")
-    parser.add_argument("--ct-window", default="soft_tissue", help="soft_tissue, brain, lung, bone or header")
-    parser.add_argument("--tile-size", type=int, default=224, help="slide tile side in pixels")
-    parser.add_argument("--tile-level", type=int, default=0, help="slide pyramid level to tile")
-    parser.add_argument("--max-tiles-per-slide", type=int, default=200, help="cap on tiles per slide")
-    parser.add_argument("--photo-tile", type=int, default=None, help="cut larger photographs into tiles of this size")
+    parser.add_argument("--ct-window", default=DEFAULTS.ct_window, help="soft_tissue, brain, lung, bone or header")
+    parser.add_argument("--tile-size", type=int, default=DEFAULTS.tile_size, help="slide tile side in pixels")
+    parser.add_argument("--tile-level", type=int, default=DEFAULTS.tile_level, help="slide pyramid level to tile")
+    parser.add_argument(
+        "--max-tiles-per-slide", type=int, default=DEFAULTS.max_tiles_per_slide, help="cap on tiles per slide"
+    )
+    parser.add_argument(
+        "--photo-tile", type=int, default=DEFAULTS.photo_tile, help="cut larger photographs into tiles of this size"
+    )
     parser.add_argument("--site-depth", type=int, default=0, help="folder depth below SOURCE that names the site")
     parser.add_argument(
         "--site-from", choices=("institution", "folder"), default="institution",
@@ -39,9 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Ingest and print the invariant; exit code 0 even when files were rejected (they are listed)."""
-    from clinical.ingest import ingest
+    from clinical.workflows import ingest_cohort
 
-    report = ingest(
+    report = ingest_cohort(
         args.sources,
         args.out,
         labels=args.labels,

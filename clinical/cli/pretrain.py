@@ -36,9 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Pretrain and write the backbone; print the loss of the first and last epoch."""
-    from clinical.models.pretraining import pretrain
+    from clinical.workflows import pretrain
 
-    size = None if args.size is None else args.size[0] if len(args.size) == 1 else tuple(args.size)
     result = pretrain(
         args.cohort,
         method=args.method,
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         kind=args.kind,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        size=size,
+        size=args.size,
         lr=args.lr,
         temperature=args.temperature,
         seed=args.seed,

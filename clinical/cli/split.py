@@ -39,13 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from clinical.cohort import cohort_digest, read_manifest
-    from clinical.splits import fold_table, read_split, split_manifest, write_split
+    from clinical.cohort import read_manifest
+    from clinical.splits import fold_table, read_split
+    from clinical.workflows import split_cohort
 
-    manifest = read_manifest(args.cohort)
-    previous = read_split(args.grow)[0] if args.grow else None
-    split = split_manifest(
-        manifest,
+    meta = split_cohort(
+        args.cohort,
+        args.out,
+        previous=args.grow,
         folds=args.folds,
         seed=args.seed,
         by=args.by,
@@ -54,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
         leave_site_out=args.leave_site_out,
         inner_folds=args.inner_folds,
         label_sep=args.multilabel_sep,
-        previous=previous,
     )
-    meta = write_split(split, args.out, cohort_digest=cohort_digest(manifest))
     with pd.option_context("display.max_rows", None, "display.width", 200):
-        print(fold_table(split, manifest).to_string(index=False))
+        print(fold_table(read_split(args.out)[0], read_manifest(args.cohort)).to_string(index=False))
     print(f"wrote {args.out}: {meta['folds']} fold(s), seed {meta['seed']}, digest {meta['digest']}")
     return 0

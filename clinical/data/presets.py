@@ -37,7 +37,7 @@ from monai.transforms import (
 from clinical.cohort.manifest import ITEM_KINDS
 from clinical.errors import ConfigurationError
 
-__all__ = ["DEFAULT_SIZES", "preset", "spatial_dims_of"]
+__all__ = ["DEFAULT_SIZES", "preset", "spatial_dims_of", "spatial_size"]
 
 KEY = "image"
 
@@ -56,6 +56,31 @@ def spatial_dims_of(kind: str) -> int:
     return 3 if kind == "volume" else 2
 
 
+def spatial_size(kind: str, size: int | Sequence[int] | None = None) -> tuple[int, ...]:
+    """The target size of ``kind`` on every spatial axis, in pixels (voxels ``D, H, W`` for volumes).
+
+    The one place a size is normalised: one value (an int or a one-element
+    sequence, as ``--image-size 224`` gives) is used on every axis, ``None``
+    gives ``DEFAULT_SIZES[kind]``, and a full size is checked and kept.
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown kind, or a size of the wrong length or sign.
+    """
+    dims = spatial_dims_of(kind)
+    if size is None:
+        return DEFAULT_SIZES[kind]
+    values = tuple(int(s) for s in size) if isinstance(size, Sequence) else (int(size),)
+    if len(values) == 1:
+        values *= dims
+    if len(values) != dims or min(values) <= 0:
+        raise ConfigurationError(
+            f"The target size must be one positive int or {dims} of them for {dims}D items; got {size!r}."
+        )
+    return values
+
+
 def preset(kind: str, *, train: bool, size: int | Sequence[int] | None = None) -> Compose:
     """The transform chain for one item kind.
 
@@ -66,8 +91,7 @@ def preset(kind: str, *, train: bool, size: int | Sequence[int] | None = None) -
     train
         Add random augmentation after the deterministic part.
     size
-        Target spatial size in pixels (voxels for volumes); an int is used on
-        every spatial axis; ``DEFAULT_SIZES[kind]`` when ``None``.
+        Target spatial size in pixels (voxels for volumes), as :func:`spatial_size` reads it.
 
     Raises
     ------
@@ -75,7 +99,7 @@ def preset(kind: str, *, train: bool, size: int | Sequence[int] | None = None) -
         For an unknown kind or a size of the wrong length or sign.
     """
     dims = spatial_dims_of(kind)
-    size = _check_size(size if size is not None else DEFAULT_SIZES[kind], dims)
+    size = spatial_size(kind, size)
     steps = [
         EnsureTyped(keys=KEY, data_type="tensor", dtype=torch.float32),
         Resized(keys=KEY, spatial_size=size, mode="area" if dims == 2 else "trilinear"),
@@ -134,12 +158,3 @@ def _augmentation(kind: str, size: tuple[int, ...]) -> list:
 def _check_kind(kind: str) -> None:
     if kind not in ITEM_KINDS:
         raise ConfigurationError(f"Unknown item kind {kind!r}; allowed: {list(ITEM_KINDS)}.")
-
-
-def _check_size(size: int | Sequence[int], dims: int) -> tuple[int, ...]:
-    size = (int(size),) * dims if isinstance(size, int) else tuple(int(s) for s in size)
-    if len(size) != dims or min(size) <= 0:
-        raise ConfigurationError(
-            f"The target size must be one positive int or {dims} of them for {dims}D items; got {size}."
-        )
-    return size

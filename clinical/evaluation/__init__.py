@@ -28,7 +28,7 @@ from clinical.evaluation.plots import (
     save_figure,
 )
 from clinical.evaluation.predictions import LEVELS, aggregate, validate_predictions
-from clinical.evaluation.report import Report, cv_summary, format_mean_sd, format_metric
+from clinical.evaluation.report import Report, format_mean_sd, format_metric, summarize_folds
 from clinical.evaluation.sites import per_site
 
 #: Grad-CAM needs torch and MONAI; it is imported on first use so that metrics stay light to import.
@@ -50,7 +50,6 @@ __all__ = [
     "apply_temperature",
     "choose_threshold",
     "compare",
-    "cv_summary",
     "delong_test",
     "evaluate",
     "expected_calibration_error",
@@ -68,5 +67,6 @@ __all__ = [
     "reliability_table",
     "save_figure",
     "score",
+    "summarize_folds",
     "validate_predictions",
 ]

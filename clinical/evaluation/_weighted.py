@@ -1,62 +1,27 @@
-"""Metrics under row weights, vectorised over many weight vectors at once.
+"""Every metric of :func:`clinical.evaluation.score` under row weights, vectorised over many weight vectors.
 
 A bootstrap resample is a vector of multiplicities (how often each row was
-drawn), so every resampled metric is a weighted metric. Computing them for a
-(B, N) weight matrix with one sort and a few matrix products takes
-milliseconds, where calling scikit-learn once per resample and metric would take
-seconds to minutes for 1000 resamples: that is why these are written by hand.
-With unit weights they equal scikit-learn's values (checked in the tests), and
-:func:`clinical.evaluation.score` stays the scikit-learn reference.
+drawn), so every resampled metric is a weighted metric. AUROC, average
+precision and ECE come from the statistics kernel (:mod:`clinical.stats`);
+the confusion-matrix metrics and the Brier score are a few matrix products
+here. With unit weights they equal scikit-learn's values (checked in the
+tests), and :func:`clinical.evaluation.score` stays the scikit-learn reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from clinical.evaluation.calibration import bin_ids, confidence_and_outcome
+from clinical.evaluation.calibration import confidence_and_outcome
+from clinical.stats import calibration_error, one_vs_rest, ranking_metrics
 
-__all__ = ["class_weights", "ranking_metrics", "weighted_metrics"]
+__all__ = ["weighted_metrics"]
 
 
 def _divide(num: np.ndarray, den: np.ndarray, empty: float = np.nan) -> np.ndarray:
     out = np.full(np.broadcast(num, den).shape, empty, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
-
-
-def ranking_metrics(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted AUROC and average precision of a binary task for each row of ``weights``.
-
-    Parameters
-    ----------
-    y
-        0/1 per row, shape (N,).
-    score
-        Positive-class score per row, shape (N,).
-    weights
-        Non-negative weights, shape (B, N).
-
-    Returns
-    -------
-    (auroc, average_precision)
-        Each of shape (B,); NaN where one class has zero weight. Ties count one
-        half in AUROC (the Mann–Whitney statistic) and form one threshold in
-        average precision, as in scikit-learn.
-    """
-    order = np.argsort(score, kind="stable")
-    s, yy, w = score[order], y[order].astype(np.float64), weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(w * yy, starts, axis=1)  # (B, G): weight of positives per distinct score, ascending
-    neg = np.add.reduceat(w * (1.0 - yy), starts, axis=1)
-    w_pos, w_neg = pos.sum(axis=1), neg.sum(axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    auroc = _divide((pos * (below + 0.5 * neg)).sum(axis=1), w_pos * w_neg)
-    tp = np.cumsum(pos[:, ::-1], axis=1)  # descending thresholds
-    fp = np.cumsum(neg[:, ::-1], axis=1)
-    precision = _divide(tp, tp + fp, empty=0.0)
-    ap = _divide((pos[:, ::-1] * precision).sum(axis=1), w_pos)
-    ap[w_neg == 0] = np.nan
-    return auroc, ap
 
 
 def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, n_bins: int) -> dict[str, np.ndarray]:
@@ -69,8 +34,6 @@ def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, n_bin
     tn = w @ (~pos & ~pred)
     sens, spec = _divide(tp, tp + fn), _divide(tn, tn + fp)
     total = w.sum(axis=1)
-    gaps = np.zeros((y.size, n_bins))
-    gaps[np.arange(y.size), bin_ids(p, n_bins)] = y - p
     return {
         "auroc": auroc,
         "auprc": ap,
@@ -79,7 +42,7 @@ def _binary(y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, n_bin
         "sensitivity": sens,
         "specificity": spec,
         "brier": _divide(w @ (p - y) ** 2, total),
-        "ece": _divide(np.abs(w @ gaps).sum(axis=1), total),
+        "ece": calibration_error(p, y, w, n_bins=n_bins),
     }
 
 
@@ -95,33 +58,28 @@ def _multiclass(y: np.ndarray, probs: np.ndarray, w: np.ndarray, classes: list[s
     specificity = _divide(total[:, None] - actual - predicted + tp, total[:, None] - actual)
     f1 = _divide(2 * tp, actual + predicted, empty=0.0)
     out: dict[str, np.ndarray] = {}
-    aurocs, aps = [], []
+    aurocs, aps = one_vs_rest(y, probs, w)
     for k, name in enumerate(classes):
-        auroc, ap = ranking_metrics((y == k).astype(np.int64), probs[:, k], w)
-        aurocs.append(auroc)
-        aps.append(ap)
         out |= {
-            f"auroc_{name}": auroc,
-            f"auprc_{name}": ap,
+            f"auroc_{name}": aurocs[:, k],
+            f"auprc_{name}": aps[:, k],
             f"sensitivity_{name}": recall[:, k],
             f"specificity_{name}": specificity[:, k],
             f"f1_{name}": f1[:, k],
         }
     confidence, outcome = confidence_and_outcome(y, probs)
-    gaps = np.zeros((y.size, n_bins))
-    gaps[np.arange(y.size), bin_ids(confidence, n_bins)] = outcome - confidence
     onehot = np.eye(n_classes)[y]
     with np.errstate(all="ignore"):  # all-NaN rows (a class absent) stay NaN
         balanced = np.nanmean(recall, axis=1)
         head = {
-            "auroc": np.nanmean(np.column_stack(aurocs), axis=1),
-            "auprc": np.nanmean(np.column_stack(aps), axis=1),
+            "auroc": np.nanmean(aurocs, axis=1),
+            "auprc": np.nanmean(aps, axis=1),
             "balanced_accuracy": balanced,
             "f1": f1.mean(axis=1),
             "sensitivity": balanced,
             "specificity": np.nanmean(specificity, axis=1),
             "brier": _divide(w @ ((probs - onehot) ** 2).sum(axis=1), total),
-            "ece": _divide(np.abs(w @ gaps).sum(axis=1), total),
+            "ece": calibration_error(confidence, outcome, w, n_bins=n_bins),
         }
     return head | out
 
@@ -160,14 +118,3 @@ def weighted_metrics(
     if len(classes) == 2:
         return _binary(y, probs[:, 1], weights, threshold, n_bins)
     return _multiclass(y, probs, weights, classes, n_bins)
-
-
-def class_weights(y: np.ndarray, weights: np.ndarray, *, multilabel: bool, n_classes: int) -> np.ndarray:
-    """Total weight of each class (single-label, shape (B, C)) or of each label's 0 and 1 (shape (B, C, 2)).
-
-    A resample in which a class present in the data has zero weight makes
-    AUROC undefined; the bootstrap skips it.
-    """
-    if multilabel:
-        return np.stack([weights @ (y == 0), weights @ (y == 1)], axis=2)
-    return weights @ np.eye(n_classes)[y]

@@ -3,7 +3,8 @@
 Items (slices, tiles, images) of one patient are correlated; resampling items
 as if they were independent gives intervals that are too narrow. Each resample
 draws patients with replacement and keeps all their rows, whatever the level
-the metric is computed at. Intervals are percentile intervals.
+the metric is computed at (:mod:`clinical.stats` draws the resamples as
+weight matrices). Intervals are percentile intervals.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from sklearn.exceptions import UndefinedMetricWarning
 from tqdm.auto import tqdm
 
 from clinical.errors import ConfigurationError, PredictionsError
-from clinical.evaluation._weighted import class_weights, weighted_metrics
+from clinical.evaluation._weighted import weighted_metrics
 from clinical.evaluation.calibration import DEFAULT_BINS
 from clinical.evaluation.metrics import DEFAULT_THRESHOLD, check_threshold
 from clinical.evaluation.predictions import Level, aggregate, is_multilabel, labels_array, probs_array
 from clinical.evaluation.report import Report
+from clinical.stats import lost_class, percentile_interval, resample_chunks
 
 __all__ = [
     "Units",
@@ -31,10 +33,8 @@ __all__ = [
     "check_bootstrap_options",
     "degenerate",
     "evaluate",
-    "percentile_interval",
     "point_metrics",
     "prepare_units",
-    "resample_weights",
     "weight_chunks",
 ]
 
@@ -42,9 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Warn when more than this share of resamples had to be skipped (they bias the interval).
 SKIP_WARN_FRACTION = 0.01
-
-#: Weight-matrix entries processed at once (memory bound: a few arrays of this many float64).
-_CHUNK_ENTRIES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -84,46 +81,17 @@ def prepare_units(frame: pd.DataFrame, classes: Sequence[str], *, level: Level =
     return Units(units, y[known], probs_array(units, len(classes)), clusters, classes, multilabel, level)
 
 
-def resample_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Multiplicity of every row in ``n_boot`` cluster-bootstrap resamples.
-
-    Each resample draws as many clusters as there are, with replacement; a row
-    counts as often as its cluster was drawn. Pass ``np.arange(N)`` as clusters
-    for the ordinary (independent rows) bootstrap.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape (n_boot, N), float64.
-    """
-    clusters = np.asarray(clusters)
-    n_clusters = int(clusters.max()) + 1
-    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
-    flat = (draws + n_clusters * np.arange(n_boot)[:, None]).ravel()
-    counts = np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
-    return counts[:, clusters].astype(np.float64)
-
-
 def weight_chunks(units: Units, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_ENTRIES // max(1, len(units.clusters)))
+    """Patient-bootstrap weight matrices of ``units``, a memory-bounded chunk at a time, with a progress bar."""
     with tqdm(total=n_boot, desc=f"bootstrap ({units.level} level)", unit="resample", disable=None, leave=False) as bar:
-        for start in range(0, n_boot, chunk):
-            size = min(chunk, n_boot - start)
-            yield resample_weights(units.clusters, size, rng)
-            bar.update(size)
+        for weights in resample_chunks(units.clusters, n_boot, np.random.default_rng(seed)):
+            yield weights
+            bar.update(len(weights))
 
 
 def degenerate(units: Units, weights: np.ndarray) -> np.ndarray:
     """Resamples in which a class present in the data has zero weight (AUROC undefined): shape (B,) bool."""
-    totals = class_weights(units.y, weights, multilabel=units.multilabel, n_classes=len(units.classes))
-    present = (
-        class_weights(
-            units.y, np.ones((1, units.y.shape[0])), multilabel=units.multilabel, n_classes=len(units.classes)
-        )[0]
-        > 0
-    )
-    return ((totals == 0) & present).reshape(len(weights), -1).any(axis=1)
+    return lost_class(units.y, weights)
 
 
 def check_bootstrap_options(n_boot: int, ci: float) -> None:
@@ -203,16 +171,6 @@ def point_metrics(units: Units, *, threshold: float | None, n_bins: int = DEFAUL
             stacklevel=3,
         )
     return point
-
-
-def percentile_interval(values: np.ndarray, ci: float) -> tuple[float, float]:
-    """The central ``ci`` percentile interval of bootstrap values (NaN when none is finite)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return float(low), float(high)
 
 
 def evaluate(

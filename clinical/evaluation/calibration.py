@@ -27,11 +27,11 @@ from clinical.evaluation.predictions import (
     prob_columns,
     probs_array,
 )
+from clinical.stats import bin_edges, calibration_error
 
 __all__ = [
     "DEFAULT_BINS",
     "apply_temperature",
-    "bin_edges",
     "confidence_and_outcome",
     "expected_calibration_error",
     "fit_temperature",
@@ -48,18 +48,6 @@ _TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 #: Probabilities are clipped here before taking logs, so that a hard 0 does not become -inf.
 _PROB_FLOOR = 1e-12
-
-
-def bin_edges(n_bins: int = DEFAULT_BINS) -> np.ndarray:
-    """Equal-width bin edges on [0, 1], as :func:`sklearn.calibration.calibration_curve` uses them."""
-    if not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ConfigurationError(f"n_bins must be a positive integer; got {n_bins!r}.")
-    return np.linspace(0.0, 1.0, n_bins + 1)
-
-
-def bin_ids(confidence: np.ndarray, n_bins: int = DEFAULT_BINS) -> np.ndarray:
-    """Bin index of each probability, with scikit-learn's edge rule (an edge value goes to the lower bin)."""
-    return np.searchsorted(bin_edges(n_bins)[1:-1], confidence)
 
 
 def confidence_and_outcome(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +84,7 @@ def expected_calibration_error(
         ECE in [0, 1]; NaN for zero total weight.
     """
     confidence, outcome = confidence_and_outcome(np.asarray(y), np.asarray(probs, dtype=np.float64))
-    w = np.ones_like(confidence) if weights is None else np.asarray(weights, dtype=np.float64)
-    ids = bin_ids(confidence, n_bins)
-    total = w.sum()
-    if total <= 0:
-        return float("nan")
-    gap = np.bincount(ids, weights=w * (outcome - confidence), minlength=n_bins)
-    return float(np.abs(gap).sum() / total)
+    return float(calibration_error(confidence, outcome, weights, n_bins=n_bins)[0])
 
 
 def reliability_table(
@@ -136,7 +118,7 @@ def reliability_table(
     prob_true, prob_pred = calibration_curve(outcome, confidence, n_bins=n_bins, strategy=strategy)
     quantile_edges = np.percentile(confidence, np.linspace(0, 100, n_bins + 1))  # as calibration_curve makes them
     edges = bin_edges(n_bins) if strategy == "uniform" else quantile_edges
-    counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=n_bins)
+    counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=n_bins)  # the edge rule of bin_ids
     return pd.DataFrame({"prob_pred": prob_pred, "prob_true": prob_true, "count": counts[counts > 0]})
 
 

@@ -22,7 +22,6 @@ from clinical.evaluation.bootstrap import (
     Units,
     check_bootstrap_options,
     degenerate,
-    percentile_interval,
     point_metrics,
     prepare_units,
     weight_chunks,
@@ -30,6 +29,7 @@ from clinical.evaluation.bootstrap import (
 from clinical.evaluation.calibration import DEFAULT_BINS
 from clinical.evaluation.metrics import DEFAULT_THRESHOLD, check_threshold
 from clinical.evaluation.predictions import LEVEL_KEYS, Level
+from clinical.stats import percentile_interval
 
 __all__ = ["Comparison", "compare", "delong_test"]
 

@@ -19,19 +19,13 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from clinical.errors import ConfigurationError, PredictionsError
-from clinical.evaluation._weighted import ranking_metrics
-from clinical.evaluation.bootstrap import (
-    Units,
-    check_bootstrap_options,
-    percentile_interval,
-    prepare_units,
-    resample_weights,
-)
+from clinical.evaluation.bootstrap import Units, check_bootstrap_options, prepare_units
 from clinical.evaluation.calibration import DEFAULT_BINS, expected_calibration_error, reliability_table
 from clinical.evaluation.metrics import predicted_class
 from clinical.evaluation.predictions import Level
 from clinical.evaluation.report import format_metric
 from clinical.evaluation.sites import ALL_SITES, SITE_GAP
+from clinical.stats import percentile_interval, ranking_metrics, resample_weights, roc_counts
 
 __all__ = [
     "plot_calibration",
@@ -99,19 +93,9 @@ def _binary_tasks(units: Units, name: str, several_models: bool) -> list[tuple[s
     return [(f"{c} vs rest", units.y == k, units.probs[:, k], everyone) for k, c in enumerate(units.classes)]
 
 
-def _weighted_curve(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Cumulative true/false positive weights at each distinct score, descending: shapes (B, G)."""
-    order = np.argsort(-s, kind="stable")
-    s, y, w = s[order], y[order].astype(np.float64), w[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    tp = np.cumsum(np.add.reduceat(w * y, starts, axis=1), axis=1)
-    fp = np.cumsum(np.add.reduceat(w * (1.0 - y), starts, axis=1), axis=1)
-    return tp, fp
-
-
 def _bands(y: np.ndarray, s: np.ndarray, w: np.ndarray, ci: float) -> tuple[np.ndarray, ...]:
     """Pointwise ROC (TPR at FPR grid) and PR (precision at recall grid) bands over the resamples."""
-    tp, fp = _weighted_curve(y, s, w)
+    tp, fp = roc_counts(y, s, w)
     keep = (tp[:, -1] > 0) & (fp[:, -1] > 0)
     tp, fp = tp[keep], fp[keep]
     tpr, fpr = tp / tp[:, -1:], fp / fp[:, -1:]

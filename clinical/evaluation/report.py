@@ -12,7 +12,7 @@ import pandas as pd
 
 from clinical.errors import ConfigurationError
 
-__all__ = ["Report", "cv_summary", "format_mean_sd", "format_metric"]
+__all__ = ["Report", "format_mean_sd", "format_metric", "summarize_folds"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +42,20 @@ def format_mean_sd(mean: float, sd: float, *, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if math.isfinite(sd) else f"{mean:.{digits}f}"
 
 
-def cv_summary(per_fold: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Mean and standard deviation (ddof=1) of each metric over cross-validation folds.
+def summarize_folds(per_fold: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample SD (ddof=1) of each metric over cross-validation folds, as the studies report them.
 
     Parameters
     ----------
     per_fold
-        One metrics dict per fold, e.g. from :func:`clinical.evaluation.score`
-        or ``Report.to_dict()``. A metric missing from some folds is summarised
-        over the folds that have it (logged); NaN values are left out the same way.
+        One metrics dict per fold, e.g. from :func:`clinical.evaluation.score`. A metric missing
+        or NaN in some folds (e.g. one class only) is summarised over the folds that have it.
 
     Returns
     -------
-    dict[str, float]
-        ``<metric>_mean``, ``<metric>_sd`` (NaN for a single fold) for every metric,
-        and ``n_folds``. Print with :func:`format_mean_sd`, e.g.
-        ``format_mean_sd(s["auroc_mean"], s["auroc_sd"])`` → ``"0.78 ± 0.10"``.
+    dict
+        ``{metric: {"mean": ..., "sd": ..., "n": folds counted}}``; ``sd`` is 0 for a single fold.
+        Print with :func:`format_mean_sd` → ``"0.78 ± 0.10"``.
 
     Raises
     ------
@@ -65,22 +63,17 @@ def cv_summary(per_fold: Sequence[Mapping[str, float]]) -> dict[str, float]:
         No folds were given.
     """
     if not per_fold:
-        raise ConfigurationError("cv_summary needs the metrics of at least one fold; got none.")
-    names = list(dict.fromkeys(name for fold in per_fold for name in fold))
-    out: dict[str, float] = {}
-    for name in names:
+        raise ConfigurationError("summarize_folds needs the metrics of at least one fold; got none.")
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted({name for fold in per_fold for name in fold}):
         values = np.array([fold.get(name, np.nan) for fold in per_fold], dtype=np.float64)
         finite = values[np.isfinite(values)]
         if finite.size < values.size:
-            logger.info(
-                "%s is missing or NaN in %d of %d folds; summarised over the rest.",
-                name,
-                values.size - finite.size,
-                values.size,
-            )
-        out[f"{name}_mean"] = float(finite.mean()) if finite.size else float("nan")
-        out[f"{name}_sd"] = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
-    out["n_folds"] = float(len(per_fold))
+            logger.info("%s is missing or NaN in %d of %d folds; summarised over the rest.", name,
+                        values.size - finite.size, values.size)
+        if finite.size:
+            out[name] = {"mean": float(finite.mean()), "sd": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                         "n": int(finite.size)}
     return out
 
 

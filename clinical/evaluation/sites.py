@@ -13,12 +13,12 @@ from clinical.errors import PredictionsError
 from clinical.evaluation.bootstrap import (
     bootstrap_metrics,
     check_bootstrap_options,
-    percentile_interval,
     point_metrics,
     prepare_units,
 )
 from clinical.evaluation.metrics import METRICS, check_threshold
 from clinical.evaluation.predictions import Level
+from clinical.stats import percentile_interval
 
 __all__ = ["ALL_SITES", "SITE_GAP", "per_site"]
 

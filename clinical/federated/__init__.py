@@ -29,11 +29,11 @@ from clinical.federated.exchange import (
     group_state_keys,
     pack_groups,
     payload_bytes,
-    round_schedule,
+    round_plan,
     trainable_groups,
     unpack_into,
 )
-from clinical.federated.local import evaluate_site, site_part, split_by_site, stage_schedule, train_round
+from clinical.federated.local import evaluate_site, site_part, stage_plan, train_round
 from clinical.federated.settings import RunSettings, SiteSettings
 from clinical.federated.validation import update_problem
 
@@ -45,10 +45,9 @@ __all__ = [
     "group_state_keys",
     "pack_groups",
     "payload_bytes",
-    "round_schedule",
+    "round_plan",
     "site_part",
-    "split_by_site",
-    "stage_schedule",
+    "stage_plan",
     "train_round",
     "trainable_groups",
     "unpack_into",

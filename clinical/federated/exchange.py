@@ -1,7 +1,7 @@
 """What a site sends in a federated round: the tensors of the layer groups that train, and their size.
 
 The groups come from ``model.layer_groups(config.group_granularity)`` and the round's trainable ones from the
-engine's :class:`~clinical.training.FreezeSchedule`, stepped once per round, so federated
+engine's :class:`~clinical.training.FreezeSchedule` (the plan of the round's stage), so federated
 and site-level training freeze the same blocks in the same order. Frozen groups do not
 change during a round (their weights have no gradient and their BatchNorm statistics are
 frozen too), so sending them back would only cost bandwidth: a site packs the state
@@ -23,24 +23,25 @@ from torch import nn
 
 from clinical.errors import ConfigurationError
 from clinical.models import LayerGroup
-from clinical.training import FreezeSchedule, TrainConfig
+from clinical.training import FreezeSchedule, StagePlan, TrainConfig
 
 __all__ = [
     "full_state",
     "group_state_keys",
     "pack_groups",
     "payload_bytes",
-    "round_schedule",
+    "round_plan",
     "trainable_groups",
     "unpack_into",
 ]
 
 
-def round_schedule(groups: Sequence[LayerGroup], config: TrainConfig, server_round: int) -> FreezeSchedule:
-    """The engine's freezing schedule as it stands in ``server_round`` (1-based).
+def round_plan(groups: Sequence[LayerGroup], config: TrainConfig, server_round: int) -> StagePlan:
+    """The engine's freezing schedule's plan for ``server_round`` (1-based): its groups and learning rates.
 
     In federated training a progressive stage lasts ``config.unfreeze_every``
-    rounds (the engine counts epochs; a round plays that part here).
+    rounds (the engine counts epochs; a round plays that part here), so round
+    ``r`` is in stage ``(r - 1) // unfreeze_every``.
 
     Raises
     ------
@@ -55,17 +56,15 @@ def round_schedule(groups: Sequence[LayerGroup], config: TrainConfig, server_rou
             "Federated progressive training unfreezes on a fixed number of rounds; set unfreeze_every "
             f"(rounds per stage) instead of unfreeze_patience={config.unfreeze_patience}."
         )
-    schedule = FreezeSchedule(groups, mode=config.schedule, lr=config.lr, layer_decay=config.layer_decay,
-                              unfreeze_every=config.unfreeze_every, max_trainable=config.max_trainable_groups)
-    for finished in range(server_round - 1):
-        schedule.end_epoch(finished, 0.0)
-    return schedule
+    schedule = FreezeSchedule.from_recipe(groups, config)
+    stage = (server_round - 1) // config.unfreeze_every if config.schedule == "progressive" else 0
+    return schedule.plan(stage)
 
 
 def trainable_groups(model: nn.Module, config: TrainConfig, server_round: int) -> list[str]:
     """Names of the groups that train in ``server_round``, input → output order."""
-    schedule = round_schedule(model.layer_groups(config.group_granularity), config, server_round)
-    return [group.name for _, group in reversed(schedule.trainable())]
+    plan = round_plan(model.layer_groups(config.group_granularity), config, server_round)
+    return [group.name for group in reversed(plan.trainable)]
 
 
 def group_state_keys(model: nn.Module, names: Iterable[str], granularity: str = "stage") -> list[str]:

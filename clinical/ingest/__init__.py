@@ -1,26 +1,36 @@
 """Ingest of DICOM, NIfTI, whole slides and photographs into a PHI-free cohort manifest.
 
-``ingest(sources, out)`` is the one entry point; the modules hold one format each
-(:mod:`~clinical.ingest.dicom`, :mod:`~clinical.ingest.nifti`, :mod:`~clinical.ingest.slides`,
-:mod:`~clinical.ingest.photos`), grouping (:mod:`~clinical.ingest.series`), recognition
-(:mod:`~clinical.ingest.detect`), pseudonyms (:mod:`~clinical.ingest.identity`), labels and
-sites (:mod:`~clinical.ingest.labels`) and resampling (:mod:`~clinical.ingest.resample`).
+``ingest(sources, out)`` is the one entry point (:mod:`~clinical.ingest.engine`), with its
+options and their defaults in :mod:`~clinical.ingest.options`. It walks and scans the sources
+(:mod:`~clinical.ingest.scan`, recognition in :mod:`~clinical.ingest.detect`), plans units of
+work (:mod:`~clinical.ingest.plan`, grouping in :mod:`~clinical.ingest.series`) and decodes them
+(:mod:`~clinical.ingest.decode`, resampling in :mod:`~clinical.ingest.resample`) with the
+decoders of the format modules (:mod:`~clinical.ingest.dicom`, :mod:`~clinical.ingest.nifti`,
+:mod:`~clinical.ingest.slides`, :mod:`~clinical.ingest.photos`), keeping its scan state and parts
+in :mod:`~clinical.ingest.journal`. Pseudonyms are in :mod:`~clinical.ingest.identity`, labels and
+sites in :mod:`~clinical.ingest.labels`. :func:`read_file` decodes one file as ingest would.
 """
 
 from __future__ import annotations
 
-from clinical.ingest.engine import DEFAULT_EXCLUDE, IngestOptions, IngestReport, ingest
+from clinical.ingest.decode import decoder_for, read_file, register_decoder
+from clinical.ingest.engine import IngestReport, ingest
 from clinical.ingest.identity import keyed_hash, load_key
-from clinical.ingest.single import DecodedItem, read_file, sources_fingerprint
+from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions
+from clinical.ingest.scan import sources_fingerprint
+from clinical.ingest.units import DecodedItem
 
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_EXCLUDE",
     "DecodedItem",
     "IngestOptions",
     "IngestReport",
+    "decoder_for",
     "ingest",
     "keyed_hash",
     "load_key",
     "read_file",
+    "register_decoder",
     "sources_fingerprint",
 ]

@@ -24,6 +24,10 @@ Pixel pipeline (:func:`modality_pixels`, :func:`window`)
        ========  ==============================================================
 
     3. MONOCHROME1 (0028,0004) is inverted so that bright always means dense.
+
+Decoders (:func:`decode_image`, :func:`decode_multiframe`, :func:`decode_volume`)
+    One planned unit (a single-frame image, a multi-frame file, or the ordered
+    slices of one series) to its item, windowed and in the uint16 cache dtype.
 """
 
 from __future__ import annotations
@@ -37,19 +41,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
-from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
+from clinical.errors import ConfigurationError, IngestError, InvalidSeriesError, UnsupportedFileError
 from clinical.ingest.identity import keyed_hash
+from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
+from clinical.ingest.units import DecodedItem, Unit
+
+if TYPE_CHECKING:
+    from clinical.ingest.options import IngestOptions
 
 __all__ = [
     "CT_WINDOWS",
+    "DEFAULT_CT_WINDOW",
     "VOLUME_MODALITIES",
     "DicomHeader",
+    "decode_image",
+    "decode_multiframe",
+    "decode_volume",
     "load_pixels",
     "modality_pixels",
     "quiet_pydicom",
@@ -70,8 +84,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
     "lung": (-600.0, 1500.0),
     "bone": (400.0, 1800.0),
 }
-
-_PERCENTILES = (0.5, 99.5)
+#: The CT window of ingest and of :func:`window` unless one is asked for.
+DEFAULT_CT_WINDOW = "soft_tissue"
 
 #: What decoding, the Modality LUT, windowing and spacing read (Image Pixel module, palettes, LUTs, geometry).
 _PIXEL_TAGS = [
@@ -255,7 +269,7 @@ def modality_pixels(ds: pydicom.Dataset) -> np.ndarray:
 
 
 def window(
-    arr: np.ndarray, ds: pydicom.Dataset, *, modality: str, ct_window: str = "soft_tissue"
+    arr: np.ndarray, ds: pydicom.Dataset, *, modality: str, ct_window: str = DEFAULT_CT_WINDOW
 ) -> np.ndarray:
     """Map modality values to [0, 1] with the rule of the module docstring (float32, same shape).
 
@@ -276,7 +290,7 @@ def window(
         header_window = _header_window(ds) if ct_window == "header" else None
         out = _linear(arr, *(header_window or CT_WINDOWS["soft_tissue" if ct_window == "header" else ct_window]))
     elif modality in VOLUME_MODALITIES:
-        out = _percentile(arr)
+        out = percentile_scale(arr)
     elif "VOILUTSequence" in ds:
         with quiet_pydicom():
             voi = np.asarray(apply_voi_lut(arr[..., 0], ds, prefer_lut=True), dtype=np.float32)[..., None]
@@ -284,7 +298,7 @@ def window(
         out = (voi - low) / (high - low) if high > low else np.zeros_like(voi)
     else:
         header_window = _header_window(ds)
-        out = _linear(arr, *header_window) if header_window else _percentile(arr)
+        out = _linear(arr, *header_window) if header_window else percentile_scale(arr)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         out = 1.0 - out
     return out.astype(np.float32)
@@ -293,18 +307,6 @@ def window(
 def _linear(arr: np.ndarray, center: float, width: float) -> np.ndarray:
     low = center - width / 2.0
     return np.clip((arr - low) / max(width, 1e-6), 0.0, 1.0)
-
-
-def _percentile(arr: np.ndarray) -> np.ndarray:
-    finite = arr[np.isfinite(arr)]
-    if finite.size == 0:
-        return np.zeros_like(arr)
-    low, high = np.percentile(finite, _PERCENTILES)
-    if high <= low:
-        low, high = float(finite.min()), float(finite.max())
-    if high <= low:
-        return np.zeros_like(arr)
-    return np.clip((arr - low) / (high - low), 0.0, 1.0)
 
 
 def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
@@ -370,3 +372,38 @@ def volume_spacing(ds: pydicom.Dataset) -> list[float]:
         (float("nan"), float("nan")),
     )
     return [abs(depth), *plane]
+
+
+def decode_image(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """A single-frame file: one image (C, H, W) with the (row, column) spacing of the plan."""
+    ds, pixels = load_pixels(unit.paths[0])
+    windowed = window(pixels, ds, modality=unit.modality, ct_window=options.ct_window)
+    yield DecodedItem(unit_interval_to_uint16(windowed[0].transpose(2, 0, 1)), "image", unit.spacing[-2:])
+
+
+def decode_multiframe(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """A multi-frame file: one volume (C, D, H, W), frames as depth, spacing from :func:`volume_spacing`."""
+    ds, pixels = load_pixels(unit.paths[0])
+    windowed = window(pixels, ds, modality=unit.modality, ct_window=options.ct_window)
+    yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", volume_spacing(ds))
+
+
+def decode_volume(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """The ordered slices of one series: one volume (1, D, H, W), windowed as a whole with the first slice's header.
+
+    Raises
+    ------
+    InvalidSeriesError
+        When a slice is multi-frame or colour, so the slices cannot be stacked.
+    """
+    slices = []
+    first = None
+    for path in unit.paths:
+        ds, pixels = load_pixels(path)
+        if pixels.shape[0] != 1 or pixels.shape[-1] != 1:
+            raise InvalidSeriesError("inconsistent series: a slice is multi-frame or colour, so it cannot be stacked")
+        slices.append(pixels[0, :, :, 0])
+        first = first if first is not None else ds
+    volume = np.stack(slices)[..., None]
+    windowed = window(volume, first, modality=unit.modality, ct_window=options.ct_window)
+    yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", unit.spacing)

@@ -13,7 +13,8 @@
 - NaN becomes the minimum finite value, +inf the maximum and −inf the minimum,
   with a warning naming the file and the count.
 - Intensities are scaled to [0, 1] by the 0.5 and 99.5 percentiles of each volume
-  (NIfTI carries no modality, so no HU window can be assumed).
+  (:func:`clinical.ingest.intensity.percentile_scale`; NIfTI carries no modality, so
+  no HU window can be assumed).
 - A zero-sized dimension is a rejection.
 """
 
@@ -23,17 +24,21 @@ import gzip
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
 from clinical.errors import IngestError, UnsupportedFileError
+from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
+from clinical.ingest.units import DecodedItem, Unit
 
-__all__ = ["read_nifti_volumes"]
+if TYPE_CHECKING:
+    from clinical.ingest.options import IngestOptions
+
+__all__ = ["decode", "read_nifti_volumes"]
 
 logger = logging.getLogger(__name__)
-
-_PERCENTILES = (0.5, 99.5)
 
 
 def read_nifti_volumes(path: str | Path, *, name: str) -> Iterator[tuple[int, np.ndarray, list[float]]]:
@@ -71,7 +76,7 @@ def read_nifti_volumes(path: str | Path, *, name: str) -> Iterator[tuple[int, np
             data = data[:, :, None]
         data = _finite(data, name=name)
         volume = np.ascontiguousarray(data.transpose(2, 1, 0))
-        yield frame, _scaled(volume), [zooms[2], zooms[1], zooms[0]]
+        yield frame, percentile_scale(volume), [zooms[2], zooms[1], zooms[0]]
 
 
 def _load(path: Path) -> nib.spatialimages.SpatialImage:
@@ -99,10 +104,7 @@ def _finite(data: np.ndarray, *, name: str) -> np.ndarray:
     return np.nan_to_num(data, nan=low, posinf=high, neginf=low)
 
 
-def _scaled(volume: np.ndarray) -> np.ndarray:
-    low, high = np.percentile(volume, _PERCENTILES)
-    if high <= low:
-        low, high = float(volume.min()), float(volume.max())
-    if high <= low:
-        return np.zeros_like(volume)
-    return np.clip((volume - low) / (high - low), 0.0, 1.0)
+def decode(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """One volume (1, D, H, W) per frame of the 4th axis, in the uint16 cache dtype (``options`` are not used)."""
+    for frame, volume, spacing in read_nifti_volumes(unit.paths[0], name=unit.files[0]):
+        yield DecodedItem(unit_interval_to_uint16(volume[None]), "volume", spacing, f"t{frame}", {"frame": frame})

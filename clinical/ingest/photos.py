@@ -18,13 +18,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from clinical.errors import IngestError, UnsupportedFileError
+from clinical.ingest.units import DecodedItem, Unit
 
-__all__ = ["read_photo", "tiles_of"]
+if TYPE_CHECKING:
+    from clinical.ingest.options import IngestOptions
+
+__all__ = ["decode", "read_photo", "tiles_of"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -79,6 +84,18 @@ def tiles_of(image: np.ndarray, tile: int) -> Iterator[tuple[np.ndarray, int, in
     for y in range(0, height - tile + 1, tile):
         for x in range(0, width - tile + 1, tile):
             yield np.ascontiguousarray(image[:, y : y + tile, x : x + tile]), x, y
+
+
+def decode(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """The photograph, or with ``options.photo_tile`` its tiles; spacing unknown (NaN)."""
+    image = read_photo(unit.paths[0], max_pixels=options.max_pixels)
+    spacing = [float("nan"), float("nan")]
+    if options.photo_tile is None:
+        yield DecodedItem(image, "photo", spacing)
+        return
+    for piece, x, y in tiles_of(image, options.photo_tile):
+        position = f"tile:{x}:{y}:{options.photo_tile}"
+        yield DecodedItem(piece, "photo", spacing, position, {"tile_x": x, "tile_y": y, "tile_level": 0})
 
 
 def _to_array(image: Image.Image) -> np.ndarray:

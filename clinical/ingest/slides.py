@@ -15,13 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
+from clinical.ingest.units import DecodedItem, Unit
 
-__all__ = ["is_pyramidal", "read_slide_tiles", "tissue_mask"]
+if TYPE_CHECKING:
+    from clinical.ingest.options import IngestOptions
+
+__all__ = ["decode", "is_pyramidal", "read_slide_tiles", "tissue_mask"]
 
 
 def is_pyramidal(path: str | Path) -> bool:
@@ -45,10 +50,10 @@ def read_slide_tiles(
     path: str | Path,
     *,
     seed: int,
-    tile_size: int = 224,
-    tile_level: int = 0,
-    max_tiles: int | None = 200,
-    min_tissue: float = 0.5,
+    tile_size: int,
+    tile_level: int,
+    max_tiles: int | None,
+    min_tissue: float,
 ) -> Iterator[tuple[np.ndarray, dict, list[float]]]:
     """Yield ``(tile, coordinates, spacing)``: uint8 RGB (3, tile_size, tile_size), tile_x/tile_y/tile_level, µm.
 
@@ -116,3 +121,18 @@ def _spacing(properties: dict, downsample: float) -> list[float]:
         return float(value) * downsample if value else float("nan")
 
     return [micrometres(tiffslide.PROPERTY_NAME_MPP_Y), micrometres(tiffslide.PROPERTY_NAME_MPP_X)]
+
+
+def decode(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """The tiles of one slide, chosen with a generator seeded by the slide's content digest."""
+    tiles = read_slide_tiles(
+        unit.paths[0],
+        seed=int(unit.source_digest[:16], 16),
+        tile_size=options.tile_size,
+        tile_level=options.tile_level,
+        max_tiles=options.max_tiles_per_slide,
+        min_tissue=options.min_tissue,
+    )
+    for tile, coordinates, spacing in tiles:
+        level, x, y = coordinates["tile_level"], coordinates["tile_x"], coordinates["tile_y"]
+        yield DecodedItem(tile, "tile", spacing, f"tile:{level}:{x}:{y}:{options.tile_size}", coordinates)

@@ -1,4 +1,4 @@
-"""Model factory and registry, layer groups, pretrained-weight loading, self-supervised pretraining.
+"""Model factory and registry, layer groups, pretrained-weight loading.
 
 ``create_model(name, spatial_dims=..., in_channels=..., num_classes=..., pretrained=...)`` is the
 one entry point; every model is a :class:`ClassifierModel` with ``forward_features``,
@@ -14,13 +14,13 @@ from clinical.models.factory import create_model
 from clinical.models.groups import LayerGroup
 from clinical.models.registry import ModelConfig, get_model_config, list_models, register_model
 from clinical.models.weights import (
-    WeightsReport,
     adapt_input_channels,
     inflate_2d_to_3d,
     load_pretrained,
     register_weights_loader,
     save_backbone,
 )
+from clinical.models.weights_report import WeightsReport
 
 __all__ = [
     "ClassifierModel",

@@ -8,17 +8,13 @@ is what makes torchvision, MONAI and MedicalNet state dicts load by name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from clinical.errors import ConfigurationError
 from clinical.models.groups import LayerGroup, build_layer_groups
 from clinical.models.registry import ModelConfig
-
-if TYPE_CHECKING:
-    from clinical.models.weights import WeightsReport
+from clinical.models.weights_report import WeightsReport
 
 __all__ = ["ClassifierModel"]
 

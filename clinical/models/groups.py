@@ -17,10 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["GRANULARITIES", "LayerGroup", "build_layer_groups", "parameter_shares"]
-
-#: ``"stage"``: stem, stage1..N, head; ``"block"``: stem, every block (``"stage4.1"``: block 1 of stage 4), head.
-GRANULARITIES = ("stage", "block")
+__all__ = ["LayerGroup", "build_layer_groups", "parameter_shares"]
 
 
 @dataclass(frozen=True)

@@ -17,21 +17,12 @@ from torch import nn
 from clinical.errors import ConfigurationError
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "KINETICS_MEAN",
-    "KINETICS_STD",
     "ModelConfig",
     "get_model_builder",
     "get_model_config",
     "list_models",
     "register_model",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 #: A builder returns the upstream network with its own classifier, built with ``weights=None``.
 Builder = Callable[[], nn.Module]
@@ -47,13 +38,6 @@ class ModelConfig:
         Registry name, e.g. ``"resnet50"``; the same name may exist for 2 and 3 spatial dims.
     spatial_dims
         2 for images ``[B, C, H, W]``, 3 for volumes ``[B, C, D, H, W]``.
-    family
-        Where the network comes from (``"torchvision"``, ``"monai"``, ``"torchvision.video"``).
-    kinds
-        Manifest ``kind`` values the network is meant for (``image``, ``tile``, ``photo``, ``volume``).
-    mean, std
-        Per-channel normalisation of the RGB (3-channel) weights it is usually pretrained with;
-        :meth:`normalization` folds them for other channel counts.
     first_conv
         Module name of the first convolution, adapted to the requested input channels.
     classifier
@@ -73,10 +57,6 @@ class ModelConfig:
 
     name: str
     spatial_dims: int
-    family: str
-    kinds: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
     first_conv: str
     classifier: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
@@ -98,18 +78,6 @@ class ModelConfig:
         if granularity == "block":
             return self.block_groups or self.groups
         raise ConfigurationError(f"Unknown group granularity {granularity!r}; allowed: 'stage', 'block'.")
-
-    def normalization(self, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Mean and std for ``in_channels`` inputs: the RGB values, or their average repeated.
-
-        A grey image fed to folded RGB weights (see :func:`clinical.models.weights.adapt_input_channels`)
-        is best normalised with the mean of the RGB statistics.
-        """
-        if in_channels == len(self.mean):
-            return self.mean, self.std
-        mean = sum(self.mean) / len(self.mean)
-        std = sum(self.std) / len(self.std)
-        return (mean,) * in_channels, (std,) * in_channels
 
 
 _REGISTRY: dict[tuple[str, int], tuple[ModelConfig, Builder]] = {}

@@ -12,7 +12,7 @@ import torchvision
 from monai.networks import nets as monai_nets
 from torch import nn
 
-from clinical.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, register_model
+from clinical.models.registry import ModelConfig, register_model
 
 __all__ = ["RESNET_GROUPS", "resnet_blocks"]
 
@@ -40,10 +40,6 @@ def _config(name: str, spatial_dims: int) -> ModelConfig:
     return ModelConfig(
         name=name,
         spatial_dims=spatial_dims,
-        family="torchvision" if spatial_dims == 2 else "monai",
-        kinds=("image", "tile", "photo") if spatial_dims == 2 else ("volume",),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
         first_conv="conv1",
         classifier="fc",
         groups=RESNET_GROUPS,

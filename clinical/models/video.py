@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import video
 
-from clinical.models.registry import KINETICS_MEAN, KINETICS_STD, ModelConfig, register_model
+from clinical.models.registry import ModelConfig, register_model
 from clinical.models.resnet import resnet_blocks
 
 __all__ = ["VIDEO_GROUPS"]
@@ -29,10 +29,6 @@ def _config(name: str, description: str) -> ModelConfig:
     return ModelConfig(
         name=name,
         spatial_dims=3,
-        family="torchvision.video",
-        kinds=("volume",),
-        mean=KINETICS_MEAN,
-        std=KINETICS_STD,
         first_conv="stem.0",
         classifier="fc",
         groups=VIDEO_GROUPS,

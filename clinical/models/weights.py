@@ -25,7 +25,6 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,10 +32,10 @@ import torch
 
 from clinical.errors import WeightsError
 from clinical.models.classifier import ClassifierModel
+from clinical.models.weights_report import WeightsReport
 
 __all__ = [
     "BACKBONE_FORMAT",
-    "WeightsReport",
     "WeightsSource",
     "adapt_input_channels",
     "inflate_2d_to_3d",
@@ -62,47 +61,6 @@ _LOADERS: dict[str, Callable[[str], Mapping[str, object]]] = {}
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "backbone", "weights")
 
 _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):")
-
-
-@dataclass(frozen=True)
-class WeightsReport:
-    """What loading pretrained weights did, key by key (model key names, without the ``net.`` prefix).
-
-    Attributes
-    ----------
-    source
-        A description of the source (file name, loader URI or ``"<mapping>"``).
-    loaded
-        Keys copied from the source (possibly adapted).
-    adapted
-        Keys whose tensors were folded to other input channels or inflated from 2D.
-    reinitialised
-        Head keys kept at their fresh initialisation (absent from the source, or another class count).
-    missing
-        Other model keys absent from the source that are allowed to be (BatchNorm's ``num_batches_tracked``).
-    unexpected
-        Source keys with no place in the model (e.g. a segmentation head), ignored.
-    """
-
-    source: str
-    loaded: tuple[str, ...]
-    adapted: tuple[str, ...]
-    reinitialised: tuple[str, ...]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-
-    def summary(self) -> str:
-        """One line for the log."""
-        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
-        if self.adapted:
-            parts.append(f"adapted {list(self.adapted)}")
-        if self.reinitialised:
-            parts.append(f"re-initialised {list(self.reinitialised)}")
-        if self.missing:
-            parts.append(f"{len(self.missing)} allowed missing")
-        if self.unexpected:
-            parts.append(f"ignored {len(self.unexpected)} unexpected (first: {list(self.unexpected[:3])})")
-        return "; ".join(parts)
 
 
 def register_weights_loader(scheme: str, loader: Callable[[str], Mapping[str, object]]) -> None:

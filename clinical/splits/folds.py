@@ -47,7 +47,7 @@ import pandas as pd
 from clinical.errors import ConfigurationError, ManifestError
 from clinical.splits.stratify import assign_groups
 
-__all__ = ["BY", "OUTER", "ROLES", "SPLIT_COLUMNS", "fold_items", "split_manifest"]
+__all__ = ["BY", "OUTER", "ROLES", "SPLIT_COLUMNS", "fold_items", "outer_folds", "split_by_site", "split_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +276,26 @@ def fold_items(split: pd.DataFrame, fold: int, *, inner: int = OUTER) -> dict[st
     for role, items in rows.groupby("role", sort=False)["item_id"]:
         out[str(role)] = items.astype(str).tolist()
     return out
+
+
+def split_by_site(manifest: pd.DataFrame, *, folds: int = 5, seed: int = 0, val_size: float = 0.2) -> pd.DataFrame:
+    """One patient-level split per site, stacked: every site then has train, validation and test patients.
+
+    A federated site trains and selects its local model on its own patients, so each
+    needs a validation part; a split of the pooled cohort can leave a small site without one.
+    """
+    parts = [split_manifest(rows, folds=folds, seed=seed, val_size=val_size)
+             for _, rows in manifest.groupby("site", sort=True)]
+    split = pd.concat(parts, ignore_index=True)
+    split.attrs = {"split": {**parts[0].attrs.get("split", {}), "per_site": True}}
+    return split
+
+
+
+
+def outer_folds(split: pd.DataFrame) -> list[int]:
+    """The split's outer folds: together their test parts hold every patient once (nested splits add inner folds)."""
+    return sorted(int(f) for f in split.loc[split["inner"] == OUTER, "fold"].unique())
 
 
 def _check_params(**params: object) -> dict:

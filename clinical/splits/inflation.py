@@ -7,7 +7,8 @@ items regardless of patient. Both use :func:`clinical.splits.split_manifest`;
 the item-level one simply treats every item as its own patient. Each item
 gets an out-of-fold probability under each split, so the two AUROCs are
 paired, and the difference's confidence interval comes from resampling
-patients (the unit that is independent), not items.
+patients (the unit that is independent), not items: the cluster bootstrap
+and the AUROC of :mod:`clinical.stats`, the same as the evaluation uses.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clinical.errors import ConfigurationError
 from clinical.splits.folds import fold_items, split_manifest
+from clinical.stats import lost_class, macro_auroc, percentile_interval, resample_chunks
 
 __all__ = ["leakage_inflation"]
 
@@ -104,10 +104,9 @@ def leakage_inflation(
     by_item = _out_of_fold(x, y, len(classes), item_split, position, folds)
     by_patient = _out_of_fold(x, y, len(classes), patient_split, position, folds)
 
-    auroc_item, auroc_patient = _auroc(y, by_item), _auroc(y, by_patient)
+    auroc_item, auroc_patient = float(macro_auroc(y, by_item)[0]), float(macro_auroc(y, by_patient)[0])
     differences = _paired_bootstrap(table["patient_key"].to_numpy(dtype=str), y, by_item, by_patient, n_boot, seed)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(differences, [alpha, 1 - alpha]) if len(differences) else (np.nan, np.nan)
+    low, high = percentile_interval(differences, confidence)
     result = {
         "model": MODEL,
         "folds": folds,
@@ -151,52 +150,20 @@ def _out_of_fold(
     return proba
 
 
-def _auroc(y: np.ndarray, proba: np.ndarray) -> float:
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=np.arange(proba.shape[1])))
-
-
-def _rank_auroc(y: np.ndarray, proba: np.ndarray) -> float:
-    """The same AUROC as :func:`_auroc`, from Mann-Whitney ranks.
-
-    Hand-written for the bootstrap loop: ``roc_auc_score`` spends about 4 ms a
-    call validating its input, and the bootstrap makes thousands of calls.
-    """
-    columns = [1] if proba.shape[1] == 2 else range(proba.shape[1])
-    scores = []
-    for column in columns:
-        positive = y == column
-        ranks = rankdata(proba[:, column])
-        n_pos = int(positive.sum())
-        n_neg = len(y) - n_pos
-        scores.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return float(np.mean(scores))
-
-
 def _paired_bootstrap(
     patients: np.ndarray, y: np.ndarray, by_item: np.ndarray, by_patient: np.ndarray, n_boot: int, seed: int
 ) -> np.ndarray:
-    """AUROC differences over resamples of whole patients.
+    """AUROC differences over resamples of whole patients, paired: both splits score the same resample.
 
-    Hand-written because :func:`scipy.stats.bootstrap` resamples
-    observations (items), which would understate the spread when a patient
-    contributes many correlated items. Resamples missing a class have no
-    AUROC and are skipped (scikit-learn raises on them).
+    Resamples missing a class have no AUROC and are skipped.
     """
-    order = np.argsort(patients, kind="stable")
-    _, starts, sizes = np.unique(patients[order], return_index=True, return_counts=True)
-    rng = np.random.default_rng(seed)
-    n_classes = by_item.shape[1]
-    out = []
-    for _ in range(n_boot):
-        chosen = rng.integers(0, len(starts), len(starts))
-        lengths = sizes[chosen]
-        offsets = np.repeat(starts[chosen] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        rows = order[offsets + np.arange(lengths.sum())]
-        if len(np.unique(y[rows])) < n_classes:
-            continue
-        out.append(_rank_auroc(y[rows], by_item[rows]) - _rank_auroc(y[rows], by_patient[rows]))
-    if len(out) < n_boot:
-        logger.warning("%d of %d bootstrap resamples lacked a class and were skipped.", n_boot - len(out), n_boot)
-    return np.asarray(out)
+    parts = []
+    for weights in resample_chunks(patients, n_boot, np.random.default_rng(seed)):
+        kept = weights[~lost_class(y, weights)]
+        parts.append(macro_auroc(y, by_item, kept) - macro_auroc(y, by_patient, kept))
+    differences = np.concatenate(parts)
+    if len(differences) < n_boot:
+        logger.warning(
+            "%d of %d bootstrap resamples lacked a class and were skipped.", n_boot - len(differences), n_boot
+        )
+    return differences

@@ -13,9 +13,10 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from clinical.tracking import weights  # noqa: F401 - registers the models:/ weights loader
-from clinical.tracking.callback import MlflowCallback, dataset_input, fit_plots, start_parent_run
+from clinical.tracking.callback import MlflowCallback, dataset_input, start_parent_run
 from clinical.tracking.outbox import Outbox, replay_outbox
 from clinical.tracking.pyfunc import FILE_COLUMN, ClassifierPyfunc, InvalidRequestError, save_classifier
+from clinical.tracking.registered import load_registered, predict_registered
 from clinical.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -26,21 +27,9 @@ from clinical.tracking.registry import (
     register_run_model,
     set_alias,
     site_alias,
+    version_tags,
 )
-from clinical.tracking.runs import (
-    CrossValidation,
-    FoldRun,
-    RegisteredModel,
-    cross_validate_tracked,
-    finish_cross_validation,
-    format_summary,
-    load_registered,
-    outer_folds,
-    predict_registered,
-    register_best_fold,
-    start_cross_validation,
-    train_fold,
-)
+from clinical.tracking.runs import MlflowTracker
 from clinical.tracking.server import LocalMlflowServer, TrackingUnavailableError, require_tracking_server, run_url
 
 __all__ = [
@@ -48,27 +37,19 @@ __all__ = [
     "CHAMPION",
     "FILE_COLUMN",
     "ClassifierPyfunc",
-    "CrossValidation",
-    "FoldRun",
     "GateDecision",
     "InvalidRequestError",
     "LocalMlflowServer",
     "MlflowCallback",
+    "MlflowTracker",
     "Outbox",
-    "RegisteredModel",
     "TrackingUnavailableError",
     "alias_version",
     "apply_gate",
-    "cross_validate_tracked",
     "dataset_input",
     "decide_promotion",
-    "finish_cross_validation",
-    "fit_plots",
-    "format_summary",
     "load_registered",
-    "outer_folds",
     "predict_registered",
-    "register_best_fold",
     "register_run_model",
     "replay_outbox",
     "require_tracking_server",
@@ -76,7 +57,6 @@ __all__ = [
     "save_classifier",
     "set_alias",
     "site_alias",
-    "start_cross_validation",
     "start_parent_run",
-    "train_fold",
+    "version_tags",
 ]

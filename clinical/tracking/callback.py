@@ -23,23 +23,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from clinical.errors import ClinicalError
-from clinical.evaluation.plots import plot_calibration, plot_confusion, plot_forest, plot_pr, plot_roc, save_figure
-from clinical.evaluation.sites import per_site
+from clinical.evaluation.figures import save_plots
 from clinical.tracking.outbox import Outbox
 from clinical.tracking.server import require_tracking_server
 from clinical.training.callbacks import BaseCallback
 from clinical.training.config import TrainConfig
 from clinical.training.result import FitResult
 
-__all__ = ["MlflowCallback", "dataset_input", "fit_plots", "flatten", "start_parent_run"]
+__all__ = ["MlflowCallback", "dataset_input", "flatten", "start_parent_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +86,8 @@ class MlflowCallback(BaseCallback):
     split_digest, split_path
         The split the fit used, logged as a dataset input beside the cohort.
     log_model
-        ``(run_id, result) -> artifact dir`` that writes the servable model; see
-        :func:`clinical.tracking.pyfunc.log_classifier`. ``None`` logs no model.
+        ``result -> folder`` that writes the servable model (e.g. with
+        :func:`clinical.tracking.pyfunc.save_classifier`); the folder is logged as ``model``. ``None`` logs no model.
     flush_timeout
         Seconds to keep retrying at the end of the fit when the server is away.
     """
@@ -208,28 +205,9 @@ class MlflowCallback(BaseCallback):
         """The fit's plots, and any other PNG the trainer left in the run's ``plots`` folder (e.g. bytes per round)."""
         frame = result.test_predictions if result.test_predictions is not None else result.val_predictions
         folder = Path(result.out) / "plots"
-        made = fit_plots(frame, result.classes, folder, level=result.config.monitor_level)
+        made = save_plots(frame, result.classes, folder, level=result.config.monitor_level)
         for path in sorted(set(made) | set(folder.glob("*.png"))):
             self._send("log_artifact", local_path=str(path), artifact_path="plots")
-
-
-def fit_plots(frame: pd.DataFrame, classes: list[str], folder: Path, *, level: str = "patient") -> list[Path]:
-    """ROC, PR, calibration, confusion and (with several sites) forest plots of one predictions frame, as PNGs."""
-    figures = {
-        "roc": lambda: plot_roc(frame, classes, level=level),
-        "pr": lambda: plot_pr(frame, classes, level=level),
-        "calibration": lambda: plot_calibration(frame, classes, level=level),
-        "confusion": lambda: plot_confusion(frame, classes, level=level),
-    }
-    if frame["site"].nunique() > 1:
-        figures["sites"] = lambda: plot_forest(per_site(frame, classes, level=level, n_boot=200))
-    paths = []
-    for name, make in figures.items():
-        try:
-            paths.append(save_figure(make(), folder / f"{name}.png"))
-        except ClinicalError as error:  # e.g. one class only in a tiny fold: the plot is undefined, the run is not
-            logger.warning("No %s plot: %s", name, error)
-    return paths
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:

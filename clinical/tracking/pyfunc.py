@@ -168,13 +168,10 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
                 return np.load(io.BytesIO(data), allow_pickle=False)
             except ValueError as error:
                 raise InvalidRequestError(f"Row {row}: the .npy array cannot be read ({error}).") from None
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "request"
-            path.write_bytes(data)
-            try:
-                decoded = read_file(path, options=self.spec["ingest_options"])
-            except ClinicalError as error:  # messages from ingest name the reason and never PHI
-                raise InvalidRequestError(f"Row {row}: {error}") from None
+        try:
+            decoded = read_file(data, options=self.spec["ingest_options"])
+        except ClinicalError as error:  # messages from ingest name the reason and never PHI
+            raise InvalidRequestError(f"Row {row}: {error}") from None
         kinds = {item.kind for item in decoded}
         if self.spec["kind"] not in kinds:
             raise InvalidRequestError(
@@ -190,8 +187,7 @@ def _npy_base64(array: np.ndarray) -> str:
 
 
 def _example_shape(spec: dict[str, Any]) -> tuple[int, ...]:
-    size = spec["image_size"] * (spec["spatial_dims"] if len(spec["image_size"]) == 1 else 1)
-    return (spec["in_channels"], *size)
+    return (spec["in_channels"], *spec["image_size"])  # the config holds one value per axis
 
 
 def _requirements() -> list[str]:

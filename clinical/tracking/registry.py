@@ -3,7 +3,7 @@
 Aliases, never stages: ``champion`` is what serving and site fine-tuning use,
 ``challenger`` is the newest candidate, ``site-<name>`` a site's own
 fine-tuned model. The first version of a name becomes champion; later ones
-are challengers until :func:`promote_if_better` lets one through.
+are challengers until the gate (:func:`decide_promotion`, :func:`apply_gate`) lets one through.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "register_run_model",
     "set_alias",
     "site_alias",
+    "version_tags",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,3 +168,8 @@ def set_alias(name: str, alias: str, version: str, *, client: MlflowClient | Non
             "starting with a letter, and not of the form v<number> (MLflow reserves those)."
         )
     (client or MlflowClient()).set_registered_model_alias(name, alias, str(version))
+
+
+def version_tags(name: str, version: str, *, client: MlflowClient | None = None) -> dict[str, str]:
+    """The tags of one registered version (what it was trained on, what the gate decided)."""
+    return dict((client or MlflowClient()).get_model_version(name, str(version)).tags)

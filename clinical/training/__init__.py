@@ -1,7 +1,7 @@
 """Fine-tuning engine: freezing schedule, parameter groups, mixing, checkpoints, AMP, DDP.
 
 ``fit(config, manifest=..., cohort_dir=..., split=..., fold=..., out=...)``
-trains one fold; ``cross_validate`` all of them. Progress goes to objects
+trains one fold (``clinical.workflows.cross_validate`` runs the folds and pools them). Progress goes to objects
 following the :class:`Callback` protocol (the MLflow one lives in
 ``clinical.tracking``).
 """
@@ -10,26 +10,26 @@ from __future__ import annotations
 
 from clinical.training.callbacks import BaseCallback, Callback
 from clinical.training.checkpoint import load_checkpoint
-from clinical.training.config import SCHEDULES, TrainConfig, load_config
-from clinical.training.crossval import cross_validate, summarize
+from clinical.training.config import TrainConfig, load_config
 from clinical.training.engine import fit
 from clinical.training.mixing import build_mixer
 from clinical.training.optim import StageLR, build_optimizer, no_decay
 from clinical.training.predict import predict
-from clinical.training.result import FitResult, load_result
-from clinical.training.schedule import FreezeSchedule
+from clinical.training.result import FitResult, load_result, summarize
+from clinical.training.schedule import FreezeSchedule, StagePlan
+from clinical.training.step import TrainStep
 
 __all__ = [
-    "SCHEDULES",
     "BaseCallback",
     "Callback",
     "FitResult",
     "FreezeSchedule",
     "StageLR",
+    "StagePlan",
     "TrainConfig",
+    "TrainStep",
     "build_mixer",
     "build_optimizer",
-    "cross_validate",
     "fit",
     "load_checkpoint",
     "load_config",

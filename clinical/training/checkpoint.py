@@ -17,7 +17,7 @@ from clinical.errors import ConfigurationError
 
 __all__ = ["CHECKPOINT_VERSION", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the train step (optimizer, scaler, steps) is one entry; the schedule keeps its stage only
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:

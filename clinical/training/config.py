@@ -12,15 +12,12 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from clinical.data.presets import spatial_size
 from clinical.errors import ConfigurationError
 
-__all__ = ["SCHEDULES", "TrainConfig", "load_config"]
-
-#: ``progressive``: head first, then layer groups unfrozen from the top; ``full``: everything
-#: trains from the start; ``linear-probe``: only the head ever trains.
-SCHEDULES = ("progressive", "full", "linear-probe")
+__all__ = ["TrainConfig", "load_config"]
 
 
 class TrainConfig(BaseModel):
@@ -44,7 +41,9 @@ class TrainConfig(BaseModel):
     kind: Literal["image", "volume", "tile", "photo"] = Field("image", description="manifest kind; picks the preset")
     in_channels: int = Field(1, ge=1)
     pretrained: str | None = Field(None, description="path or URI of pretrained weights; None trains from scratch")
-    image_size: tuple[int, ...] = Field((224, 224), description="target size in pixels (D, H, W voxels for volumes)")
+    image_size: tuple[int, ...] = Field(
+        (224, 224), description="target size in pixels (D, H, W voxels for volumes); one value means every axis"
+    )
 
     # schedule
     schedule: Literal["progressive", "full", "linear-probe"] = "progressive"
@@ -97,6 +96,13 @@ class TrainConfig(BaseModel):
             return {**values, "unfreeze_every": 3}
         return values
 
+    @field_validator("image_size")
+    @classmethod
+    def _every_axis(cls, value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        """One value becomes one per spatial axis here, so no reader of the config repeats it."""
+        kind = info.data.get("kind")
+        return value if kind is None else spatial_size(kind, value)  # no kind: its own error is reported
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.unfreeze_every is not None and self.unfreeze_patience is not None:
@@ -104,11 +110,6 @@ class TrainConfig(BaseModel):
                 "give at most one of unfreeze_every (epochs per progressive stage) or "
                 f"unfreeze_patience (epochs without progress); got unfreeze_every={self.unfreeze_every}, "
                 f"unfreeze_patience={self.unfreeze_patience}"
-            )
-        dims = 3 if self.kind == "volume" else 2
-        if len(self.image_size) not in (1, dims) or min(self.image_size) < 1:
-            raise ValueError(
-                f"image_size must be 1 or {dims} positive ints for kind={self.kind!r}; got {self.image_size}"
             )
         if self.amp == "fp16" and not self.device.startswith(("cuda", "auto")):
             raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")

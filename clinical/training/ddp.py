@@ -38,8 +38,10 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``cpu``, ``cuda[:i]`` or ``auto``; under DDP on CUDA each rank takes ``cuda:LOCAL_RANK``.
+def resolve_device(name: str, info: DistInfo = DistInfo()) -> torch.device:
+    """``cpu``, ``cuda[:i]`` or ``auto`` (CUDA when available); under DDP on CUDA each rank takes ``cuda:LOCAL_RANK``.
+
+    Every training loop (fine-tuning, federated rounds, pretraining) resolves its device here.
 
     Raises
     ------

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import log_loss
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,9 +35,10 @@ from clinical.training.config import TrainConfig
 from clinical.training.ddp import DistInfo, all_sum, init_distributed, resolve_device, sync_buffers, wrap_model
 from clinical.training.mixing import balanced_class_weights, build_mixer, loss_fn
 from clinical.training.optim import StageLR, build_optimizer
-from clinical.training.predict import autocast, memory_format, predict
+from clinical.training.predict import predict
 from clinical.training.result import FitResult
 from clinical.training.schedule import FreezeSchedule
+from clinical.training.step import TrainStep
 
 __all__ = ["fit"]
 
@@ -85,7 +87,6 @@ def fit(
     out = Path(out)
     info_dist = init_distributed("cuda" if config.device.startswith("cuda") else "cpu")
     device = resolve_device(config.device, info_dist)
-    _check_hardware(config, device)
     check_no_leakage(split, manifest)
     manifest = manifest[manifest["kind"] == config.kind]
     classes = class_names(manifest)
@@ -101,10 +102,7 @@ def fit(
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)
-    schedule = FreezeSchedule(model.layer_groups(config.group_granularity), mode=config.schedule, lr=config.lr,
-                              layer_decay=config.layer_decay,
-                              unfreeze_every=config.unfreeze_every, unfreeze_patience=config.unfreeze_patience,
-                              max_trainable=config.max_trainable_groups)
+    schedule = FreezeSchedule.from_recipe(model.layer_groups(config.group_granularity), config)
     loop = _Loop(config, model, schedule, datasets, classes, device, info_dist)
     start_epoch = 0
     if resume is not None:
@@ -151,11 +149,6 @@ def fit(
     return result
 
 
-def _check_hardware(config: TrainConfig, device: torch.device) -> None:
-    if config.amp == "fp16" and device.type != "cuda":
-        raise ConfigurationError("amp='fp16' needs a CUDA device (it uses a GradScaler); use amp='bf16' on CPU.")
-
-
 def _datasets(
     config: TrainConfig, manifest: pd.DataFrame, cohort_dir: str | Path, roles: dict[str, list[str]], classes: list[str]
 ) -> dict[str, ManifestDataset | None]:
@@ -174,18 +167,18 @@ def _datasets(
                 f"The fold has no labelled {config.kind!r} items in its {role} part; training needs both train and "
                 "val items. Make the split with val_size > 0 and check the manifest's kind and labels."
             )
-    size = config.image_size[0] if len(config.image_size) == 1 else config.image_size
 
     def dataset(role: str, train: bool) -> ManifestDataset:
         return ManifestDataset(manifest, cohort_dir, items=parts[role], classes=classes,
-                               transform=preset(config.kind, train=train, size=size), cache_bytes=config.cache_bytes)
+                               transform=preset(config.kind, train=train, size=config.image_size),
+                               cache_bytes=config.cache_bytes)
 
     return {"train": dataset("train", True), "val": dataset("val", False),
             "test": dataset("test", False) if parts["test"] else None}
 
 
 class _Loop:
-    """The mutable state of one fit: model, optimizer, schedules, best model, history."""
+    """The mutable state of one fit: model, train step (optimizer, scaler), schedules, best model, history."""
 
     def __init__(self, config: TrainConfig, model: nn.Module, schedule: FreezeSchedule,
                  datasets: dict[str, ManifestDataset | None], classes: list[str], device: torch.device,
@@ -193,33 +186,38 @@ class _Loop:
         self.config, self.model, self.schedule, self.datasets = config, model, schedule, datasets
         self.classes, self.device, self.dist = classes, device, dist
         train = datasets["train"]
-        train.preload()
-        datasets["val"].preload()
         self.loader = make_loader(train, batch_size=config.batch_size, train=True, seed=config.seed,
                                   balanced=config.class_balance == "sampler", num_workers=config.num_workers,
                                   pin_memory=device.type == "cuda", world_size=dist.world_size, rank=dist.rank)
         self.weight = (balanced_class_weights(train.labels, len(classes)).to(device)
                        if config.class_balance == "weighted-loss" else None)
-        self.mixer = build_mixer(cutmix_alpha=config.cutmix_alpha, mixup_alpha=config.mixup_alpha,
-                                 num_classes=len(classes), prob=config.mix_prob)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.lr = StageLR(len(self.loader), config.warmup_epochs)
-        self.step = 0
+        mixer = build_mixer(cutmix_alpha=config.cutmix_alpha, mixup_alpha=config.mixup_alpha,
+                            num_classes=len(classes), prob=config.mix_prob)
+        self.train_step = TrainStep(self._rebuild(previous=None), device=device, amp=config.amp,
+                                    grad_clip=config.grad_clip, channels_last=config.channels_last, mixer=mixer,
+                                    lr=self.lr)
         self.best_epoch, self.best_score, self.best_loss = -1, -math.inf, math.inf
         self.stale = 0
         self.history: list[dict[str, Any]] = []
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._rebuild(previous=None)
+        train.preload()
+        datasets["val"].preload()
 
     # --- set-up ---------------------------------------------------------------------------------
-    def _rebuild(self, previous: torch.optim.Optimizer | None) -> None:
-        """Freeze/unfreeze, rebuild the optimizer (keeping moments), restart the stage's lr curve, re-wrap."""
+    def _rebuild(self, previous: torch.optim.Optimizer | None) -> torch.optim.Optimizer:
+        """Freeze/unfreeze, restart the stage's lr curve, re-wrap; return the rebuilt optimizer (keeping moments)."""
         self.schedule.apply(self.model)
-        self.optimizer = build_optimizer(self.schedule, self.model, weight_decay=self.config.weight_decay,
-                                         previous=previous)
+        optimizer = build_optimizer(self.schedule.current, self.model, weight_decay=self.config.weight_decay,
+                                    previous=previous)
         self.lr.start_stage(self.schedule.stage_start, self.schedule.stage_end(self.config.epochs))
         runner = wrap_model(self.model, self.dist, self.device)
         self.runner = torch.compile(runner) if self.config.compile else runner
+        return optimizer
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss_fn(self.runner(batch["image"]), batch["label"], weight=self.weight,
+                       label_smoothing=self.config.label_smoothing)
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -239,25 +237,9 @@ class _Loop:
         total, count = 0.0, 0
         for batch in tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                           disable=None if self.dist.main else True):
-            images = memory_format(batch["image"].to(self.device, non_blocking=True), config.channels_last)
-            targets = batch["label"].to(self.device, non_blocking=True)
-            if self.mixer is not None:
-                images, targets = self.mixer(images, targets)
-            self.lr.apply(self.optimizer, self.step)
-            with autocast(self.device, config.amp):
-                logits = self.runner(images)
-            loss = loss_fn(logits, targets, weight=self.weight, label_smoothing=config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if config.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                               config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.step += 1
-            total += float(loss.detach()) * len(images)
-            count += len(images)
+            loss = self.train_step(batch, self._loss)
+            total += loss * len(batch["image"])
+            count += len(batch["image"])
         sync_buffers(self.model, self.dist)
         total, count = all_sum([total, count], self.dist)
         train_seconds = time.perf_counter() - started
@@ -275,7 +257,7 @@ class _Loop:
         report = self.schedule.report()
         metrics = {"train_loss": total / max(count, 1), "val_loss": val_loss,
                    **{f"val_{k}": v for k, v in val.items()},
-                   **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups},
+                   **{f"lr/{g['name']}": g["lr"] for g in self.train_step.optimizer.param_groups},
                    "train_seconds": train_seconds, "train_items_per_second": count / train_seconds,
                    "epoch_seconds": time.perf_counter() - started}
         if self.schedule.final:
@@ -284,7 +266,7 @@ class _Loop:
                 and self.stale >= config.early_stopping_patience)
         unfroze = self.schedule.end_epoch(epoch, monitored if not math.isnan(monitored) else -val_loss)
         if unfroze:
-            self._rebuild(previous=self.optimizer)
+            self.train_step.optimizer = self._rebuild(previous=self.train_step.optimizer)
         state = {**report, "unfroze": unfroze, "improved": improved, "best_epoch": self.best_epoch,
                  "best_score": self.best_score, "stop": stop}
         self.history.append({"epoch": epoch, **metrics, **{k: v for k, v in state.items() if k != "improved"}})
@@ -297,12 +279,11 @@ class _Loop:
             "config": self.config.model_dump(mode="json"),
             "classes": self.classes,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "step": self.train_step.state_dict(),
             "schedule": self.schedule.state_dict(),
             "lr": self.lr.state_dict(),
-            "loop": {"step": self.step, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                     "best_loss": self.best_loss, "stale": self.stale},
+            "loop": {"best_epoch": self.best_epoch, "best_score": self.best_score, "best_loss": self.best_loss,
+                     "stale": self.stale},
             "history": self.history,
             "rng": rng_state(self.loader.generator),
         }
@@ -316,12 +297,11 @@ class _Loop:
             )
         self.model.load_state_dict(payload["model"])
         self.schedule.load_state_dict(payload["schedule"])
-        self._rebuild(previous=None)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scaler.load_state_dict(payload["scaler"])
+        self.train_step.optimizer = self._rebuild(previous=None)
+        self.train_step.load_state_dict(payload["step"])
         self.lr.load_state_dict(payload["lr"])
         loop = payload["loop"]
-        self.step, self.best_epoch, self.stale = int(loop["step"]), int(loop["best_epoch"]), int(loop["stale"])
+        self.best_epoch, self.stale = int(loop["best_epoch"]), int(loop["stale"])
         self.best_score, self.best_loss = float(loop["best_score"]), float(loop["best_loss"])
         if self.best_epoch >= 0:
             self._best_state = load_checkpoint(best_path, map_location=self.device)["model"]
@@ -360,9 +340,13 @@ def _safe_score(frame: pd.DataFrame, classes: list[str], level: str) -> dict[str
 
 
 def _log_loss(frame: pd.DataFrame, n_classes: int) -> float:
-    """Mean item-level cross-entropy of the predicted probabilities (tie-breaker for model choice)."""
+    """Mean item-level cross-entropy of the predicted probabilities (tie-breaker for model choice); NaN with no labels.
+
+    The probabilities are float32 softmax outputs; renormalised in float64 they pass scikit-learn's sum check.
+    """
     known = frame["label"].notna().to_numpy()
+    if not known.any():
+        return math.nan
+    probs = frame.loc[known, [f"prob_{k}" for k in range(n_classes)]].to_numpy(dtype=np.float64)
     labels = frame.loc[known, "label"].to_numpy(dtype=np.int64)
-    probs = frame.loc[known, [f"prob_{k}" for k in range(n_classes)]].to_numpy()
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
-    return float(-np.log(picked).mean()) if len(labels) else math.nan
+    return float(log_loss(labels, y_proba=probs / probs.sum(axis=1, keepdims=True), labels=list(range(n_classes))))

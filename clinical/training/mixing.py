@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -51,21 +52,22 @@ def build_mixer(*, cutmix_alpha: float, mixup_alpha: float, num_classes: int, pr
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """``N / (C × count_c)``: each class weighs the same in the loss in total.
+    """scikit-learn's ``"balanced"`` weights, ``N / (C × count_c)``: each class weighs the same in the loss in total.
 
     Raises
     ------
     ConfigurationError
         When a class has no training item (its weight would be infinite).
     """
-    counts = np.bincount(np.asarray(labels), minlength=num_classes)
-    if (counts == 0).any():
-        missing = [int(c) for c in np.flatnonzero(counts == 0)]
+    labels = np.asarray(labels)
+    missing = sorted(set(range(num_classes)) - {int(c) for c in np.unique(labels)})
+    if missing:
         raise ConfigurationError(
             f"Class index(es) {missing} have no training item in this fold; class weighting needs every class. "
             "Check the split's stratification or merge rare classes."
         )
-    return torch.as_tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
+    return torch.as_tensor(weights, dtype=torch.float32)
 
 
 def loss_fn(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clinical.training.schedule import FreezeSchedule
+from clinical.training.schedule import StagePlan
 
 __all__ = ["StageLR", "build_optimizer", "no_decay"]
 
@@ -24,29 +24,29 @@ def no_decay(name: str, parameter: nn.Parameter) -> bool:
 
 
 def build_optimizer(
-    schedule: FreezeSchedule,
+    plan: StagePlan,
     model: nn.Module,
     *,
     weight_decay: float,
     previous: torch.optim.Optimizer | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over the groups that train now: two parameter groups per layer group (decay, no decay).
+    """AdamW over the groups ``plan`` trains: two parameter groups per layer group (decay, no decay).
 
     Each parameter group carries ``name`` (the layer group), ``depth`` and ``base_lr``
-    (``lr × layer_decay ** depth``); :class:`StageLR` scales ``lr`` from ``base_lr``.
+    (the plan's ``lr × layer_decay ** depth``); :class:`StageLR` scales ``lr`` from ``base_lr``.
     The per-parameter state of ``previous`` (Adam moments and step) is kept for
     parameters that were already training.
     """
     names = {id(p): n for n, p in model.named_parameters()}
     groups: list[dict[str, Any]] = []
-    for index, group in schedule.trainable():
+    for depth, group in enumerate(plan.trainable):
         params = list(group.parameters())
-        base_lr = schedule.group_lr(index)
+        base_lr = plan.lrs[group.name]
         plain = [p for p in params if not no_decay(names.get(id(p), ""), p)]
         flat = [p for p in params if no_decay(names.get(id(p), ""), p)]
         for subset, decay in ((plain, weight_decay), (flat, 0.0)):
             if subset:
-                groups.append({"params": subset, "name": group.name, "depth": schedule.depth(index),
+                groups.append({"params": subset, "name": group.name, "depth": depth,
                                "base_lr": base_lr, "lr": base_lr, "weight_decay": decay})
     optimizer = torch.optim.AdamW(groups)
     if previous is not None:

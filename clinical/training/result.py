@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from clinical.evaluation.report import summarize_folds
 from clinical.training.config import TrainConfig
 
-__all__ = ["FitResult", "load_result"]
+__all__ = ["FitResult", "load_result", "summarize"]
 
 
 @dataclass
@@ -120,3 +122,9 @@ def load_result(out: str | Path) -> FitResult:
         out=out,
         extra={k: v for k, v in summary.items() if k not in known},
     )
+
+
+def summarize(results: Sequence[FitResult], *, part: str = "test") -> dict[str, dict[str, float]]:
+    """Mean ± SD over folds of each metric of ``part`` (``"test"`` or ``"val"``); see
+    :func:`clinical.evaluation.summarize_folds`."""
+    return summarize_folds([r.test_metrics if part == "test" else r.val_metrics for r in results])

@@ -17,6 +17,11 @@ Schedules
     the top, every ``unfreeze_every`` epochs or after ``unfreeze_patience`` epochs
     without a better validation score, until all (or ``max_trainable``) groups train.
 
+What trains in stage ``k`` is a pure function of the schedule's parameters,
+:meth:`FreezeSchedule.plan`, returning a :class:`StagePlan`; the schedule's
+only state is which stage it is in and the plateau counters. A federated round
+asks for its stage's plan directly instead of replaying or editing that state.
+
 Frozen groups keep their BatchNorm running statistics: their norm layers are
 put in eval mode after every ``model.train()``, since the statistics of a few
 hundred site images would otherwise overwrite those learned in pretraining
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -34,8 +40,49 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from clinical.errors import ConfigurationError
 from clinical.models.groups import LayerGroup
+from clinical.training.config import TrainConfig
 
-__all__ = ["FreezeSchedule"]
+__all__ = ["FreezeSchedule", "StagePlan"]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What trains in one stage: the top groups, each at its own base learning rate; the rest are frozen.
+
+    Attributes
+    ----------
+    stage
+        The stage's index (0: the head alone in a progressive schedule).
+    trainable
+        The groups that train, top first; ``trainable[d]`` is at depth ``d`` (the head at 0).
+    frozen
+        The other groups, input → output.
+    lrs
+        Base learning rate of each trainable group, by name: ``lr × layer_decay ** depth``.
+    """
+
+    stage: int
+    trainable: tuple[LayerGroup, ...]
+    frozen: tuple[LayerGroup, ...]
+    lrs: dict[str, float]
+
+    def apply(self, model: nn.Module) -> None:
+        """Set ``requires_grad`` per group and freeze the norm statistics of frozen groups.
+
+        Call after every ``model.train()`` (which puts every norm layer back in training mode).
+        """
+        for group in self.frozen:
+            for parameter in group.parameters():
+                parameter.requires_grad_(False)
+        for group in self.trainable:
+            for parameter in group.parameters():
+                parameter.requires_grad_(True)
+        if model.training:
+            for group in self.frozen:
+                for module in group.modules:
+                    for norm in module.modules():
+                        if isinstance(norm, _NormBase):
+                            norm.eval()
 
 
 class FreezeSchedule:
@@ -90,52 +137,59 @@ class FreezeSchedule:
         self.unfreeze_every = unfreeze_every
         self.unfreeze_patience = unfreeze_patience
         self.max_trainable = min(max_trainable or len(self.groups), len(self.groups))
-        self.n_trainable = len(self.groups) if mode == "full" else 1
         self.stage = 0
         self.stage_start = 0
         self._stage_best = -math.inf
         self._stale = 0
 
+    @classmethod
+    def from_recipe(cls, groups: Sequence[LayerGroup], config: TrainConfig) -> FreezeSchedule:
+        """The recipe's schedule over ``groups``: the one place its schedule fields become a schedule."""
+        return cls(groups, mode=config.schedule, lr=config.lr, layer_decay=config.layer_decay,
+                   unfreeze_every=config.unfreeze_every, unfreeze_patience=config.unfreeze_patience,
+                   max_trainable=config.max_trainable_groups)
+
     # --- what trains -------------------------------------------------------------------------
-    def depth(self, index: int) -> int:
-        """Depth of group ``index`` (0 for the head)."""
-        return len(self.groups) - 1 - index
+    @property
+    def n_stages(self) -> int:
+        """Stages of the schedule: one per group a progressive schedule unfreezes, else one."""
+        return self.max_trainable if self.mode == "progressive" else 1
 
-    def group_lr(self, index: int) -> float:
-        """``lr × layer_decay ** depth`` of group ``index``."""
-        return self.lr * self.layer_decay ** self.depth(index)
+    def plan(self, stage: int) -> StagePlan:
+        """The groups and learning rates of ``stage`` (0-based), whatever stage the schedule is in now.
 
-    def trainable(self) -> list[tuple[int, LayerGroup]]:
-        """``(index, group)`` of the groups that train now, top first."""
-        first = len(self.groups) - self.n_trainable
-        return [(i, self.groups[i]) for i in range(len(self.groups) - 1, first - 1, -1)]
+        A stage past the last is the last: once every group it may unfreeze trains, nothing changes.
 
-    def frozen(self) -> list[LayerGroup]:
-        return self.groups[: len(self.groups) - self.n_trainable]
+        Raises
+        ------
+        ConfigurationError
+            For a negative stage.
+        """
+        if stage < 0:
+            raise ConfigurationError(f"Stages count from 0; got {stage}.")
+        stage = min(stage, self.n_stages - 1)
+        n_trainable = {"full": len(self.groups), "linear-probe": 1}.get(self.mode, 1 + stage)
+        top = tuple(self.groups[::-1][:n_trainable])
+        return StagePlan(
+            stage=stage,
+            trainable=top,
+            frozen=tuple(self.groups[: len(self.groups) - n_trainable]),
+            lrs={group.name: self.lr * self.layer_decay**depth for depth, group in enumerate(top)},
+        )
+
+    @property
+    def current(self) -> StagePlan:
+        """The plan of the stage the schedule is in."""
+        return self.plan(self.stage)
 
     @property
     def final(self) -> bool:
         """True when no further group will unfreeze."""
-        return self.mode != "progressive" or self.n_trainable >= self.max_trainable
+        return self.stage >= self.n_stages - 1
 
     def apply(self, model: nn.Module) -> None:
-        """Set ``requires_grad`` per group and freeze the norm statistics of frozen groups.
-
-        Call after every ``model.train()`` (which puts every norm layer back in training mode).
-        """
-        frozen = self.frozen()
-        for group in frozen:
-            for parameter in group.parameters():
-                parameter.requires_grad_(False)
-        for _, group in self.trainable():
-            for parameter in group.parameters():
-                parameter.requires_grad_(True)
-        if model.training:
-            for group in frozen:
-                for module in group.modules:
-                    for norm in module.modules():
-                        if isinstance(norm, _NormBase):
-                            norm.eval()
+        """Apply the current stage's plan (see :meth:`StagePlan.apply`)."""
+        self.current.apply(model)
 
     # --- when the next group unfreezes --------------------------------------------------------
     def stage_end(self, epochs: int) -> int:
@@ -157,7 +211,6 @@ class FreezeSchedule:
                 self._stale += 1
             due = self._stale >= self.unfreeze_patience
         if due:
-            self.n_trainable += 1
             self.stage += 1
             self.stage_start = epoch + 1
             self._stage_best, self._stale = -math.inf, 0
@@ -165,16 +218,16 @@ class FreezeSchedule:
 
     def report(self) -> dict[str, Any]:
         """Stage, trainable and frozen group names and each trainable group's base lr."""
+        plan = self.current
         return {
-            "stage": self.stage,
-            "trainable_groups": [g.name for _, g in self.trainable()],
-            "frozen_groups": [g.name for g in self.frozen()],
-            "group_lrs": {g.name: self.group_lr(i) for i, g in self.trainable()},
+            "stage": plan.stage,
+            "trainable_groups": [g.name for g in plan.trainable],
+            "frozen_groups": [g.name for g in plan.frozen],
+            "group_lrs": dict(plan.lrs),
         }
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "n_trainable": self.n_trainable,
             "stage": self.stage,
             "stage_start": self.stage_start,
             "stage_best": self._stage_best,
@@ -195,7 +248,6 @@ class FreezeSchedule:
             raise ConfigurationError(
                 f"The checkpoint's layer groups {state['groups']} differ from the model's {names}."
             )
-        self.n_trainable = int(state["n_trainable"])
         self.stage = int(state["stage"])
         self.stage_start = int(state["stage_start"])
         self._stage_best = float(state["stage_best"])

@@ -21,14 +21,9 @@ from clinical.cohort.manifest import read_manifest
 from clinical.errors import ConfigurationError
 from clinical.federated.local import site_part
 from clinical.splits import read_split, write_split
-from clinical.tracking import (
-    decide_promotion,
-    predict_registered,
-    register_run_model,
-    site_alias,
-    train_fold,
-)
+from clinical.tracking import MlflowTracker, decide_promotion, predict_registered, register_run_model, site_alias
 from clinical.training import TrainConfig, load_result
+from clinical.workflows.crossval import train_fold
 
 __all__ = ["SiteFinetune", "site_finetune"]
 
@@ -103,7 +98,7 @@ def site_finetune(
     recipe = config.model_copy(update={"pretrained": model_uri,
                                        "max_trainable_groups": config.max_trainable_groups or 2})
     run = train_fold(recipe, cohort_dir=cohort_dir, split_path=site_split, fold=fold, out=out / "fit",
-                     experiment=experiment, run_name=f"{site_alias(site)}-finetune")
+                     tracker=MlflowTracker(experiment), run_name=f"{site_alias(site)}-finetune")
     result = load_result(out / "fit")
     if result.test_predictions is None or result.test_predictions.empty:
         raise ConfigurationError(f"Site {site!r} has no test patients in fold {fold}; the comparison needs them.")

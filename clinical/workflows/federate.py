@@ -1,5 +1,7 @@
-"""The federated global model in MLflow, tracked and registered like any other fit.
+"""Federated training as a use case: run the federation, then track and register its global model like any fit.
 
+:func:`federate` runs the sites on Flower's simulation engine (one process) or
+its deployment engine (a SuperLink and a SuperNode per site on this machine).
 The finished federation's ``global.pt`` is scored on every site's validation and
 test patients, written as a fit's run folder (``checkpoints/best.pt``,
 ``result.json``, predictions, ``plots/bytes_per_round.png``), and given to the same
@@ -16,23 +18,26 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from matplotlib.figure import Figure
 
 from clinical.cohort.manifest import cohort_digest, read_cohort_meta, read_manifest
+from clinical.errors import ConfigurationError
 from clinical.evaluation import save_figure, score
+from clinical.federated.deployment import run_local_deployment
 from clinical.federated.local import evaluate_site
-from clinical.federated.settings import RunSettings
+from clinical.federated.settings import RunSettings, SiteSettings
+from clinical.federated.simulation import simulate
 from clinical.models import create_model
 from clinical.splits import read_split
 from clinical.tracking import MlflowCallback, register_run_model, save_classifier
 from clinical.training import FitResult
 
-__all__ = ["RegisteredFederation", "federated_result", "plot_bytes_per_round", "track_federation"]
+__all__ = ["RegisteredFederation", "federate", "federated_result", "plot_bytes_per_round", "track_federation"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,35 @@ class RegisteredFederation:
     version: str
     alias: str
     test_metrics: dict[str, float]
+
+
+def federate(
+    settings: RunSettings,
+    *,
+    cohort_dir: str | Path,
+    split_path: str | Path,
+    sites: list[str],
+    out: str | Path,
+    engine: Literal["simulation", "deployment"] = "simulation",
+    workdir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Federate ``sites`` of one cohort and split; ``global.pt`` and ``federated.json`` go to ``out``.
+
+    ``workdir`` holds the deployment engine's SuperLink and SuperNode state and logs
+    (default: ``out/flower``). Returns the run's summary (bytes and metrics per round).
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown engine, or when the federation fails (the message says where its log is).
+    """
+    if engine == "simulation":
+        return simulate(settings, cohort_dir=cohort_dir, split_path=split_path, sites=sites, out=out)
+    if engine == "deployment":
+        nodes = [SiteSettings(cohort_dir=str(cohort_dir), split_path=str(split_path), site=site) for site in sites]
+        return run_local_deployment(replace(settings, out_dir=str(out)), nodes,
+                                    workdir=workdir or Path(out) / "flower")
+    raise ConfigurationError(f"engine must be 'simulation' or 'deployment'; got {engine!r}.")
 
 
 def plot_bytes_per_round(summary: dict[str, Any]) -> Figure:

@@ -24,7 +24,7 @@ from clinical.cohort import read_manifest
 from clinical.data import ManifestDataset, class_names, preset
 from clinical.errors import ConfigurationError
 from clinical.models.classifier import ClassifierModel
-from clinical.models.pretraining.pretrain import items_of_kind, spatial_size
+from clinical.training.pretraining.pretrain import items_of_kind
 
 __all__ = ["linear_probe"]
 
@@ -82,8 +82,7 @@ def linear_probe(
             f"A {folds}-fold probe needs two classes and {folds} patients; the labelled {kind} items have "
             f"{len(classes)} class(es) and {len(set(patients))} patient(s)."
         )
-    dataset = ManifestDataset(manifest, cohort, classes=classes, transform=preset(kind, train=False,
-                                                                                  size=spatial_size(kind, size)))
+    dataset = ManifestDataset(manifest, cohort, classes=classes, transform=preset(kind, train=False, size=size))
     features = _features(model, dataset, device)
     labels = manifest["label"].map({name: index for index, name in enumerate(classes)}).to_numpy()
     scores = np.zeros((len(labels), len(classes)))

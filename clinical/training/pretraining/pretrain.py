@@ -1,4 +1,12 @@
-"""Self-supervised pretraining on a cohort's items, labels ignored (SimCLR or BYOL)."""
+"""Self-supervised pretraining on a cohort's items, labels ignored (SimCLR or BYOL).
+
+A run that writes a backbone (``out``) also keeps a checkpoint beside it,
+``<out stem>.checkpoint.pt``, rewritten after every epoch. Rerunning the same
+call after an interruption continues from that checkpoint and ends with the
+backbone an uninterrupted run would have written; the checkpoint is deleted
+once the backbone is written. A checkpoint left by a call with other settings
+is refused (delete it to start afresh).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +21,20 @@ from monai.transforms import Compose
 from torch.utils.data import DataLoader, RandomSampler
 
 from clinical.cohort import read_manifest
-from clinical.data import DEFAULT_SIZES, ManifestDataset, preset, seed_epoch, spatial_dims_of
+from clinical.cohort.manifest import cohort_digest
+from clinical.data import ManifestDataset, preset, seed_epoch, spatial_dims_of
+from clinical.data.presets import spatial_size
 from clinical.errors import ConfigurationError
 from clinical.models.classifier import ClassifierModel
 from clinical.models.factory import create_model
-from clinical.models.pretraining.augment import TwoViews, contrastive_view
-from clinical.models.pretraining.byol import BYOL
-from clinical.models.pretraining.loop import train_views
-from clinical.models.pretraining.simclr import SimCLR
 from clinical.models.weights import WeightsSource, save_backbone
+from clinical.training.ddp import resolve_device
+from clinical.training.pretraining.augment import TwoViews, contrastive_view
+from clinical.training.pretraining.byol import BYOL
+from clinical.training.pretraining.loop import train_views
+from clinical.training.pretraining.simclr import SimCLR
 
-__all__ = ["METHODS", "PretrainResult", "items_of_kind", "pretrain", "spatial_size"]
+__all__ = ["METHODS", "PretrainResult", "checkpoint_path", "items_of_kind", "pretrain"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +57,10 @@ def items_of_kind(manifest: pd.DataFrame, kind: str | None) -> tuple[pd.DataFram
     return manifest[manifest["kind"] == kind], kind
 
 
-def spatial_size(kind: str, size: int | Sequence[int] | None) -> tuple[int, ...]:
-    """``size`` on every spatial axis of ``kind`` (an int repeated), or the kind's default size."""
-    if size is None:
-        return tuple(DEFAULT_SIZES[kind])
-    return tuple(size) if isinstance(size, Sequence) else (size,) * spatial_dims_of(kind)
+def checkpoint_path(out: str | Path) -> Path:
+    """Where a pretraining run writing the backbone ``out`` keeps its checkpoint: ``<out stem>.checkpoint.pt``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.checkpoint.pt")
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,14 @@ def pretrain(
     items: Sequence[str] | None = None,
     pretrained: WeightsSource | None = None,
     device: str = "cpu",
+    amp: str = "off",
     out: str | Path | None = None,
     cache_bytes: int = 512 * 2**20,
 ) -> PretrainResult:
     """Learn a backbone from a cohort's items without their labels; optionally save it.
+
+    With ``out``, the run checkpoints after every epoch (:func:`checkpoint_path`) and a
+    rerun of the same call continues from there: see the module's docstring.
 
     Parameters
     ----------
@@ -97,21 +111,25 @@ def pretrain(
     temperature
         NT-Xent temperature (SimCLR only).
     size
-        Spatial size the items are resized to (``clinical.data.DEFAULT_SIZES[kind]`` when ``None``).
+        Spatial size the items are resized to: one value for every axis, one per axis, or
+        ``clinical.data.DEFAULT_SIZES[kind]`` when ``None`` (see :func:`clinical.data.presets.spatial_size`).
     seed
         Seeds the initialisation, the item order and the augmentation.
     items
         ``item_id`` values to use (e.g. a split's training items); all items of ``kind`` when ``None``.
     pretrained
         Weights to start from (see :func:`clinical.models.create_model`).
+    device, amp
+        ``"cpu"``, ``"cuda[:i]"`` or ``"auto"``; autocast ``"off"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
     out
-        Where to write the backbone (:func:`clinical.models.save_backbone`); nothing is written when ``None``.
+        Where to write the backbone (:func:`clinical.models.save_backbone`) and, beside it, the
+        checkpoint; nothing is written when ``None``.
 
     Raises
     ------
     ConfigurationError
         For an unknown method, a cohort mixing kinds without ``kind``, mixed channel counts,
-        or fewer items than two.
+        fewer items than two, or a checkpoint beside ``out`` left by a call with other settings.
     ManifestError
         When the cohort has no manifest or an array is missing.
     """
@@ -161,13 +179,23 @@ def pretrain(
         epochs,
     )
     learner = SimCLR(encoder, temperature=temperature) if method == "simclr" else BYOL(encoder)
+    settings = {
+        "method": method, "model": model, "kind": kind, "epochs": epochs, "batch_size": batch_size,
+        "size": list(size), "lr": lr, "temperature": temperature, "seed": seed,
+        "pretrained": None if pretrained is None else str(pretrained), "amp": amp,
+        "cohort_digest": cohort_digest(manifest),
+    }
+    checkpoint = checkpoint_path(out) if out is not None else None
     losses = train_views(
         learner,
         loader,
         epochs=epochs,
         lr=lr,
-        device=device,
+        device=resolve_device(device),
+        amp=amp,
         on_epoch_start=lambda epoch: seed_epoch(loader, seed=seed, epoch=epoch),
+        checkpoint=checkpoint,
+        settings=settings,
     )
     path = None
     if out is not None:
@@ -181,5 +209,6 @@ def pretrain(
             "final_loss": losses[-1],
         }
         path = save_backbone(encoder, out, meta=meta)
+        checkpoint.unlink(missing_ok=True)
         logger.info("Backbone written to %s", path)
     return PretrainResult(model=encoder, losses=tuple(losses), path=path)

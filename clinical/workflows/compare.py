@@ -29,10 +29,10 @@ from clinical.federated.local import evaluate_site, site_part
 from clinical.federated.settings import RunSettings
 from clinical.federated.simulation import simulate
 from clinical.models import create_model
-from clinical.splits import OUTER, read_split
+from clinical.splits import outer_folds, read_split
 from clinical.training import fit, load_checkpoint
 
-__all__ = ["bytes_curve", "compare_training", "outer_folds", "test_predictions"]
+__all__ = ["bytes_curve", "compare_training", "test_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def bytes_curve(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"round": r["round"], "trainable_groups": r["trainable_groups"],
              "bytes_per_site": max(r["bytes_sent"].values(), default=0),
              "fraction": r["bytes_per_site_fraction"]} for r in summary["rounds"]]
-
-
-def outer_folds(split: pd.DataFrame) -> list[int]:
-    """The split's outer folds: together their test parts hold every patient once."""
-    return sorted(int(f) for f in split.loc[split["inner"] == OUTER, "fold"].unique())
 
 
 def test_predictions(

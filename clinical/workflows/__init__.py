@@ -1,0 +1,117 @@
+"""Use cases, one function each: what the CLI, the notebooks and the Prefect flows call.
+
+``ingest_cohort`` → ``split_cohort`` and ``audit_cohort`` → ``pretrain`` →
+``cross_validate`` (train the folds → pool the out-of-fold predictions →
+metrics with patient CIs) → ``register_best_fold`` (the promotion gate) →
+``site_finetune``, ``federate`` and ``track_federation``, ``compare_training``.
+Tracking is the optional ``tracker`` argument
+(:class:`~clinical.tracking.MlflowTracker`); without it the same files are
+written and nothing is sent. The callers reach training, tracking and
+federation only through this package (a contract in ``pyproject.toml``), so
+the recipe objects they need are re-exported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Name → module it comes from. Loaded on first use, so that ``clinical --help`` does not wait for
+#: Flower, Ray and MLflow to import (SciPy's lazy loading, by hand: ten lines need no dependency).
+_SOURCES = {
+    "RunSettings": "clinical.federated.settings",
+    "pretrain": "clinical.training.pretraining",
+    "CHAMPION": "clinical.tracking",
+    "FILE_COLUMN": "clinical.tracking",
+    "alias_version": "clinical.tracking",
+    "MlflowTracker": "clinical.tracking",
+    "load_registered": "clinical.tracking",
+    "TrainConfig": "clinical.training",
+    "load_config": "clinical.training",
+    "audit_cohort": "clinical.workflows.cohort",
+    "ingest_cohort": "clinical.workflows.cohort",
+    "split_cohort": "clinical.workflows.cohort",
+    "bytes_curve": "clinical.workflows.compare",
+    "compare_training": "clinical.workflows.compare",
+    "CrossValidation": "clinical.workflows.crossval",
+    "FoldRun": "clinical.workflows.crossval",
+    "cross_validate": "clinical.workflows.crossval",
+    "format_summary": "clinical.workflows.crossval",
+    "open_cross_validation": "clinical.workflows.crossval",
+    "pool_folds": "clinical.workflows.crossval",
+    "read_cross_validation": "clinical.workflows.crossval",
+    "train_fold": "clinical.workflows.crossval",
+    "RegisteredFederation": "clinical.workflows.federate",
+    "federate": "clinical.workflows.federate",
+    "track_federation": "clinical.workflows.federate",
+    "RegisteredModel": "clinical.workflows.register",
+    "register_best_fold": "clinical.workflows.register",
+    "SiteFinetune": "clinical.workflows.site",
+    "site_finetune": "clinical.workflows.site",
+}
+
+if TYPE_CHECKING:
+    from clinical.federated.settings import RunSettings
+    from clinical.tracking import CHAMPION, FILE_COLUMN, MlflowTracker, alias_version, load_registered
+    from clinical.training import TrainConfig, load_config
+    from clinical.training.pretraining import pretrain
+    from clinical.workflows.cohort import audit_cohort, ingest_cohort, split_cohort
+    from clinical.workflows.compare import bytes_curve, compare_training
+    from clinical.workflows.crossval import (
+        CrossValidation,
+        FoldRun,
+        cross_validate,
+        format_summary,
+        open_cross_validation,
+        pool_folds,
+        read_cross_validation,
+        train_fold,
+    )
+    from clinical.workflows.federate import RegisteredFederation, federate, track_federation
+    from clinical.workflows.register import RegisteredModel, register_best_fold
+    from clinical.workflows.site import SiteFinetune, site_finetune
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'clinical.workflows' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "CHAMPION",
+    "FILE_COLUMN",
+    "CrossValidation",
+    "FoldRun",
+    "MlflowTracker",
+    "RegisteredFederation",
+    "RegisteredModel",
+    "RunSettings",
+    "SiteFinetune",
+    "TrainConfig",
+    "alias_version",
+    "audit_cohort",
+    "bytes_curve",
+    "compare_training",
+    "cross_validate",
+    "federate",
+    "format_summary",
+    "ingest_cohort",
+    "load_config",
+    "load_registered",
+    "open_cross_validation",
+    "pool_folds",
+    "pretrain",
+    "read_cross_validation",
+    "register_best_fold",
+    "site_finetune",
+    "split_cohort",
+    "track_federation",
+    "train_fold",
+]

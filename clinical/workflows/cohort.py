@@ -1,0 +1,43 @@
+"""From sources to a cohort, and from a cohort to a split with its leakage audit, as files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clinical.cohort import cohort_digest, read_manifest
+from clinical.ingest import IngestReport, ingest
+from clinical.splits import audit_split, read_split, split_by_site, split_manifest, write_split
+
+__all__ = ["audit_cohort", "ingest_cohort", "split_cohort"]
+
+
+def ingest_cohort(sources: list[str | Path], cohort_dir: str | Path, **options: Any) -> IngestReport:
+    """Ingest ``sources`` into ``cohort_dir`` (manifest, rejections, arrays); see :func:`clinical.ingest.ingest`."""
+    return ingest(sources, cohort_dir, **options)
+
+
+def split_cohort(cohort_dir: str | Path, out: str | Path, *, previous: str | Path | None = None,
+                 per_site: bool = False, **options: Any) -> dict[str, Any]:
+    """Patient-level folds of the cohort written to ``out`` with the cohort's digest; returns the split's metadata.
+
+    ``options`` are those of :func:`clinical.splits.split_manifest` (``folds``, ``seed``, ``by``, ...);
+    ``previous`` is an earlier split file whose patients keep their places. ``per_site`` splits each
+    site's patients on their own (:func:`clinical.splits.split_by_site`), as federated sites need.
+    """
+    manifest = read_manifest(cohort_dir)
+    if per_site:
+        split = split_by_site(manifest, **options)
+    else:
+        earlier = read_split(previous)[0] if previous is not None else None
+        split = split_manifest(manifest, previous=earlier, **options)
+    return write_split(split, out, cohort_digest=cohort_digest(manifest))
+
+
+def audit_cohort(cohort_dir: str | Path, split_path: str | Path, report_path: str | Path, **options: Any) -> dict:
+    """The split's leakage audit (:func:`clinical.splits.audit_split`), written as JSON to ``report_path``."""
+    split, meta = read_split(split_path)
+    report = audit_split(read_manifest(cohort_dir), split, cohort_dir, meta=meta, **options)
+    Path(report_path).write_text(json.dumps(report, indent=2, default=str))
+    return report
