@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
-# Tools the project starts (uvicorn under `mlflow models serve`, prefect, mlflow) come from the venv.
+# Tools the project starts (uvicorn under `clinical serve`, prefect, mlflow) come from the venv.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # No usage telemetry from MLflow or Prefect: nothing leaves the machine but calls to configured servers.
 export MLFLOW_DISABLE_TELEMETRY := true

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow to start on a busy laptop
     os.environ.setdefault("PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "2")  # the next fold starts soon
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(workdir / "prefect-results"))  # cache by outputs
+    os.environ.setdefault("PREFECT_RESULTS_DEFAULT_SERIALIZER", "json")  # results are data, never cloudpickle
 
     from prefect.client.orchestration import get_client  # after the settings above: they shape the temporary server
 
@@ -83,7 +84,7 @@ def _print_summary(result: dict, tracking_uri: str) -> None:
     cohort, evaluation, model = result["cohort"], result["evaluation"], result["model"]
     print()
     print(f"Cohort: {cohort['items']} items; ingested {cohort['ingested']} + rejected {cohort['rejected']} "
-          f"= found {cohort['found']} files")
+          f"+ skipped {cohort['skipped']} = found {cohort['found']} files")
     print("Pooled out-of-fold test metrics, patient level, 95% patient-bootstrap CIs:")
     for row in evaluation["table"]:
         print(f"  {row['metric']:<18} {format_metric(row['value'], row['low'], row['high'])}")
@@ -92,12 +93,15 @@ def _print_summary(result: dict, tracking_uri: str) -> None:
         values = evaluation["summary"].get(name)
         if values:
             print(f"  {name:<18} {values['mean']:.2f} ± {values['sd']:.2f}")
-    print(f"Registered: {model['name']} version {model['version']} as @{model['alias']}")
+    how = {"refit": "refit on every development patient", "best-fold": "the best fold's model"}[model["final_model"]]
+    print(f"Registered: {model['name']} version {model['version']} as @{model['alias']} ({how})")
+    if model["decision"]:
+        print(f"Gate:        {model['decision']['reason']}")
     print()
     print(f"MLflow UI:   mlflow ui --backend-store-uri {tracking_uri}")
     print("Prefect UI:  infra/prefect-server.sh start  (this run used Prefect's temporary server)")
     print(f"Serve it:    MLFLOW_TRACKING_URI={tracking_uri} "
-          f"mlflow models serve -m models:/{model['name']}@{model['alias']} --env-manager local -p 5001")
+          f"clinical serve models:/{model['name']}@{model['alias']} --port 5001")
 
 
 if __name__ == "__main__":

@@ -22,19 +22,19 @@ from clinical.workflows import RunSettings, TrainConfig, federate, site_finetune
 __all__ = ["federated_flow", "site_finetune_flow"]
 
 
-@task(name="federate", tags=["gpu"])
+@task(name="federate", tags=["gpu"], result_serializer="json")
 def federate_task(run_config: dict[str, Any], cohort: str, split: str, sites: list[str], out: str, engine: str,
                   workdir: str) -> dict[str, Any]:
     return federate(RunSettings.from_run_config(run_config), cohort_dir=cohort, split_path=split, sites=sites,
                     out=out, engine=engine, workdir=workdir)
 
 
-@task(name="track and register the global model", retries=3, retry_delay_seconds=10)
+@task(name="track and register the global model", retries=3, retry_delay_seconds=10, result_serializer="json")
 def track_task(out: str, cohort: str, split: str, name: str, experiment: str) -> dict[str, Any]:
     return asdict(track_federation(out, cohort_dir=cohort, split_path=split, name=name, experiment=experiment))
 
 
-@task(name="site fine-tune", tags=["gpu"])
+@task(name="site fine-tune", tags=["gpu"], result_serializer="json")
 def site_finetune_task(
     site: str, model: str, cohort: str, split: str, recipe: dict[str, Any], out: str, experiment: str,
     margin: float | None,

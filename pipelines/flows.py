@@ -5,9 +5,10 @@ Flows and tasks hold no logic of their own: each task calls one function of
 Caching is keyed by content digests carried as task inputs — ingest by the
 sources' fingerprint, the split by the cohort digest, pretraining by the
 cohort digest, each fold by the split digest and the recipe — so a rerun
-with unchanged inputs reuses every result. Training tasks carry the ``gpu``
-tag, so a tag concurrency limit (``prefect concurrency-limit create gpu 1``)
-bounds how many folds share an accelerator.
+with unchanged inputs reuses every result. Results persist as JSON (``result_serializer="json"``), never
+cloudpickle; Prefect still honours the serializer a stored record names, so keep the result store writable by
+the pipeline alone. Training tasks carry the ``gpu`` tag, so a tag concurrency limit
+(``prefect concurrency-limit create gpu 1``) bounds how many folds share an accelerator.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from clinical.workflows import (
     MlflowTracker,
     TrainConfig,
     audit_cohort,
+    fit_final_model,
     format_summary,
     ingest_cohort,
     open_cross_validation,
     pool_folds,
     pretrain,
     read_cross_validation,
-    register_best_fold,
+    register_model,
     split_cohort,
     train_fold,
 )
@@ -66,7 +68,7 @@ def fingerprint_task(sources: list[str], labels: str | None, sites: str | None) 
     return sources_fingerprint(sources, labels=labels, sites=sites)
 
 
-@task(name="ingest", cache_policy=BY_CONTENT, persist_result=True, **_IO_RETRIES)
+@task(name="ingest", cache_policy=BY_CONTENT, persist_result=True, result_serializer="json", **_IO_RETRIES)
 def ingest_task(
     sources: list[str], cohort: str, *, labels: str | None, sites: str | None, options: dict[str, Any],
     workers: int | None, fingerprint: str,
@@ -74,23 +76,24 @@ def ingest_task(
     report = ingest_cohort(sources, cohort, labels=labels, sites=sites, workers=workers, **options)
     get_run_logger().info(report.summary())
     return {"cohort": cohort, "digest": report.digest, "found": report.found, "ingested": report.ingested,
-            "rejected": report.rejected, "items": report.items}
+            "rejected": report.rejected, "skipped": report.skipped, "items": report.items}
 
 
-@task(name="split", cache_policy=BY_CONTENT, persist_result=True)
-def split_task(cohort: str, out: str, *, cohort_digest: str, folds: int, seed: int, by: str) -> dict[str, Any]:
-    meta = split_cohort(cohort, out, folds=folds, seed=seed, by=by)
+@task(name="split", cache_policy=BY_CONTENT, persist_result=True, result_serializer="json")
+def split_task(cohort: str, out: str, *, cohort_digest: str, folds: int, seed: int, by: str,
+               gate_size: float) -> dict[str, Any]:
+    meta = split_cohort(cohort, out, folds=folds, seed=seed, by=by, gate_size=gate_size)
     return {"split": out, "digest": meta["digest"]}
 
 
-@task(name="audit", cache_policy=BY_CONTENT, persist_result=True)
+@task(name="audit", cache_policy=BY_CONTENT, persist_result=True, result_serializer="json")
 def audit_task(cohort: str, split: str, out: str, *, split_digest: str, inflation: bool) -> dict[str, Any]:
     report = audit_cohort(cohort, split, out, inflation=inflation)
     create_markdown_artifact(f"```\n{format_report(report)}\n```", key="leakage-audit", description="Leakage audit")
     return {"report": out}
 
 
-@task(name="pretrain", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True)
+@task(name="pretrain", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True, result_serializer="json")
 def pretrain_task(
     cohort: str, out: str, *, cohort_digest: str, method: str, model: str, epochs: int, batch_size: int,
     size: list[int], seed: int, device: str,
@@ -100,14 +103,15 @@ def pretrain_task(
     return out
 
 
-@task(name="open cross-validation run", cache_policy=BY_CONTENT, persist_result=True, **_IO_RETRIES)
+@task(name="open cross-validation run", cache_policy=BY_CONTENT, persist_result=True, result_serializer="json",
+      **_IO_RETRIES)
 def start_cv_task(recipe: dict[str, Any], cohort: str, split: str, *, split_digest: str, experiment: str) -> dict:
     tracker = open_cross_validation(TrainConfig.build(**recipe), cohort_dir=cohort, split_path=split,
                                     tracker=MlflowTracker(experiment))
     return tracker.to_dict()
 
 
-@task(name="train fold", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True)
+@task(name="train fold", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True, result_serializer="json")
 def train_fold_task(
     fold: int, *, recipe: dict[str, Any], cohort: str, split: str, split_digest: str, out: str,
     tracker: dict[str, Any],
@@ -117,7 +121,7 @@ def train_fold_task(
     return asdict(run)
 
 
-@task(name="evaluate", cache_policy=BY_CONTENT, persist_result=True, **_IO_RETRIES)
+@task(name="evaluate", cache_policy=BY_CONTENT, persist_result=True, result_serializer="json", **_IO_RETRIES)
 def evaluate_task(tracker: dict[str, Any], fold_runs: list[dict[str, Any]], cohort: str, split: str, out: str,
                   n_boot: int) -> dict:
     cv = pool_folds([FoldRun(**r) for r in fold_runs], cohort_dir=cohort, split_path=split, out=out,
@@ -126,13 +130,22 @@ def evaluate_task(tracker: dict[str, Any], fold_runs: list[dict[str, Any]], coho
     caption = f"Pooled out-of-fold metrics with 95% patient-bootstrap CIs; over folds:\n\n{format_summary(cv.summary)}"
     create_table_artifact(records, key="metrics-with-ci", description=caption)
     create_link_artifact(MlflowTracker(**tracker).parent_url(), link_text="MLflow run", key="mlflow-run")
-    return {"parent_run_id": tracker["parent_run_id"], "out": out, "table": records, "summary": cv.summary}
+    return {"parent_run_id": tracker["parent_run_id"], "tracker": tracker, "out": out, "table": records,
+            "summary": cv.summary}
+
+
+@task(name="final model", tags=["gpu"], cache_policy=BY_CONTENT, persist_result=True, result_serializer="json")
+def final_model_task(tracker: dict[str, Any], out: str, cohort: str, split: str, *, split_digest: str,
+                     how: str) -> dict[str, Any]:
+    cv = fit_final_model(read_cross_validation(out), cohort_dir=cohort, split_path=split, how=how,
+                         tracker=MlflowTracker(**tracker))
+    return {"out": out, "final": asdict(cv.final), "how": cv.final_how}
 
 
 @task(name="register", **_IO_RETRIES)
 def register_task(out: str, name: str, cohort: str, split: str, margin: float | None) -> dict[str, Any]:
-    registered = register_best_fold(read_cross_validation(out), name, cohort_dir=cohort, split_path=split,
-                                    margin=margin)
+    registered = register_model(read_cross_validation(out), name, cohort_dir=cohort, split_path=split,
+                                margin=margin)
     return asdict(registered)
 
 
@@ -153,7 +166,7 @@ def ingest_flow(settings: PipelineSettings) -> dict[str, Any]:
 def split_flow(settings: PipelineSettings, cohort: dict[str, Any]) -> dict[str, Any]:
     """Patient-level folds and the leakage audit of the cohort."""
     split = split_task(cohort["cohort"], settings.path("split.parquet"), cohort_digest=cohort["digest"],
-                       folds=settings.folds, seed=settings.seed, by=settings.split_by)
+                       folds=settings.folds, seed=settings.seed, by=settings.split_by, gate_size=settings.gate_size)
     audit_task(cohort["cohort"], split["split"], settings.path("audit.json"), split_digest=split["digest"],
                inflation=settings.audit_inflation)
     return split
@@ -197,7 +210,9 @@ def evaluate_flow(settings: PipelineSettings, cohort: dict[str, Any], split: dic
 @flow(name="register")
 def register_flow(settings: PipelineSettings, cohort: dict[str, Any], split: dict[str, Any],
                   evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Register the best fold's model; the first version is champion, later ones pass the gate or stay challenger."""
+    """Make the final model (a refit by default) and register it; later versions pass the gate or stay challenger."""
+    final_model_task(evaluation["tracker"], evaluation["out"], cohort["cohort"], split["split"],
+                     split_digest=split["digest"], how=settings.final_model)
     return register_task(evaluation["out"], settings.model_name, cohort["cohort"], split["split"],
                          settings.gate_margin)
 

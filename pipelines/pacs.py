@@ -33,8 +33,8 @@ def pull_task(
     get_run_logger().info(report.summary())
     ingested = report.ingest
     return {"cohort": cohort, "digest": ingested.digest, "found": ingested.found, "ingested": ingested.ingested,
-            "rejected": ingested.rejected, "items": ingested.items, "fetched": report.fetched,
-            "failed_studies": len(report.failed)}
+            "rejected": ingested.rejected, "skipped": ingested.skipped, "items": ingested.items,
+            "fetched": report.fetched, "failed_studies": len(report.failed)}
 
 
 @flow(name="pull")

@@ -42,6 +42,7 @@ class PipelineSettings(BaseModel):
     folds: int = Field(3, ge=2)
     seed: int = 0
     split_by: Literal["patient", "study"] = "patient"
+    gate_size: float = Field(0.15, ge=0, lt=0.5, description="share of patients locked away for the promotion gate")
     audit_inflation: bool = Field(True, description="measure what an item-level split would have inflated")
 
     # self-supervised pretraining (None: start from `train.pretrained` or from scratch)
@@ -55,7 +56,12 @@ class PipelineSettings(BaseModel):
     # tracking and registry
     experiment: str = "clinical"
     model_name: str = Field("clinical-classifier", description="registered model name in MLflow")
-    gate_margin: float | None = Field(None, description="promote only when better by this much; None: paired test")
+    final_model: Literal["refit", "best-fold"] = Field(
+        "refit", description="the model registered: refit on every development patient, or the best fold's"
+    )
+    gate_margin: float | None = Field(
+        None, description="promote when the 95% CI lower bound of the AUROC gain on the gate set exceeds this (None: 0)"
+    )
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples for the CIs")
 
     @field_validator("train")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from clinical.ingest import ingest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# The pseudonym key and the private path maps of the test cohorts stay out of the user's ~/.config/clinical.
+os.environ.setdefault("CLINICAL_CONFIG_DIR", tempfile.mkdtemp(prefix="clinical-test-config-"))
 
 @contextmanager
 def mlflow_tracking(root: Path) -> Iterator:

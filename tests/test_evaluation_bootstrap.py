@@ -169,3 +169,14 @@ def test_bad_bootstrap_options_are_refused(frames):
         evaluate(frame, classes, n_boot=0)
     with pytest.raises(ConfigurationError, match="ci must be"):
         evaluate(frame, classes, ci=95)
+
+
+def test_the_study_chooses_how_item_scores_become_a_patient_score(frames):
+    frame, classes = frames["binary"]
+    mean, highest = evaluate(frame, classes, n_boot=50), evaluate(frame, classes, n_boot=50, aggregate="max")
+    assert mean.aggregate == "mean" and highest.aggregate == "max"
+    assert highest["brier"][0] == pytest.approx(score(frame, classes, aggregate="max")["brier"])
+    assert highest["brier"][0] != pytest.approx(mean["brier"][0])
+    assert evaluate(frame, classes, level="item", n_boot=10).aggregate == "none"
+    with pytest.raises(ConfigurationError, match="how must be one of"):
+        score(frame, classes, aggregate="sum")

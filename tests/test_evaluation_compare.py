@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 from evaluation_helpers import clustered_binary, multiclass_items
 from scipy.special import expit, logit
+from scipy.stats import t as student_t
+from scipy.stats import ttest_rel
 from sklearn.metrics import roc_auc_score
 
 from clinical.errors import ConfigurationError, PredictionsError
-from clinical.evaluation import aggregate, compare, delong_test
+from clinical.evaluation import aggregate, compare, compare_folds, delong_test
 
 BINARY = ["negative", "positive"]
 
@@ -79,3 +81,40 @@ def test_frames_must_cover_the_same_patients_with_the_same_labels(good):
         compare(good, relabelled, BINARY)
     shuffled = good.sample(frac=1.0, random_state=0)  # row order does not matter
     assert compare(good, shuffled, BINARY).difference == pytest.approx(0.0)
+
+
+def test_delong_with_zero_variance_is_certain_of_a_nonzero_difference():
+    """A perfect against a constant model: AUROC 1 against 0.5 with no variance at all; pROC gives p = 0."""
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    perfect = y.astype(float)
+    constant = np.full(y.size, 0.5)
+    auc_a, auc_b, difference, low, high, p = delong_test(y, perfect, constant)
+    assert (auc_a, auc_b, difference) == (1.0, 0.5, 0.5)
+    assert p == 0.0 and low == high == 0.5
+    assert delong_test(y, constant, perfect)[-1] == 0.0
+    assert delong_test(y, perfect, perfect)[-1] == 1.0  # no difference and no variance: nothing to test
+
+
+def test_corrected_resampled_t_test_matches_a_hand_computation():
+    a = [0.80, 0.75, 0.78, 0.82, 0.77]
+    b = [0.76, 0.74, 0.73, 0.80, 0.75]
+    # by hand: d = (0.04, 0.01, 0.05, 0.02, 0.02), mean 0.028, sample variance 0.00027,
+    # corrected variance 0.00027 * (1/5 + 40/160) = 0.0001215, t = 0.028 / 0.011023 = 2.5402 on 4 df
+    result = compare_folds(a, b, n_train=160, n_test=40)
+    se = np.sqrt(0.00027 * (1 / 5 + 40 / 160))
+    assert result.difference == pytest.approx(0.028)
+    assert result.t == pytest.approx(0.028 / se) and result.t == pytest.approx(2.5402, abs=1e-4)
+    assert result.df == 4 and result.n_folds == 5 and result.test_train_ratio == pytest.approx(0.25)
+    assert result.p_value == pytest.approx(2 * student_t.sf(0.028 / se, 4))
+    half = student_t.ppf(0.975, 4) * se
+    assert (result.low, result.high) == (pytest.approx(0.028 - half), pytest.approx(0.028 + half))
+    naive = ttest_rel(a, b).pvalue  # the uncorrected paired t-test is much too sure
+    assert naive < 0.05 < result.p_value
+    per_fold = compare_folds(a, b, n_train=[160, 160, 161, 159, 160], n_test=[40, 40, 39, 41, 40])
+    assert per_fold.p_value == pytest.approx(result.p_value, rel=0.02)
+    assert compare_folds(a, a, 160, 40).p_value == 1.0
+    assert compare_folds([0.9, 0.9], [0.8, 0.8], 160, 40).p_value == 0.0
+    with pytest.raises(ConfigurationError, match="at least 2 folds"):
+        compare_folds([0.8], [0.7], 160, 40)
+    with pytest.raises(ConfigurationError, match="n_train"):
+        compare_folds(a, b, n_train=0, n_test=40)

@@ -43,7 +43,7 @@ def _is_png(path: Path) -> bool:
 
 
 def test_per_site_table_has_every_site_the_pool_and_the_gap(binary, site_table):
-    assert list(site_table.columns) == ["site", "metric", "value", "low", "high", "n", "n_patients"]
+    assert list(site_table.columns) == ["site", "metric", "value", "low", "high", "n", "n_patients", "p_value"]
     assert set(site_table["site"]) == {"A", "B", "C", ALL_SITES, SITE_GAP}
     auroc = site_table[site_table["metric"] == "auroc"].set_index("site")
     for site in ("A", "B", "C"):
@@ -54,8 +54,20 @@ def test_per_site_table_has_every_site_the_pool_and_the_gap(binary, site_table):
     per = auroc.loc[["A", "B", "C"], "value"]
     assert auroc.loc[SITE_GAP, "value"] == pytest.approx(per.max() - per.min())
     assert auroc.loc[SITE_GAP, "low"] < auroc.loc[SITE_GAP, "value"] < auroc.loc[SITE_GAP, "high"]
+    assert 0 <= auroc.loc[SITE_GAP, "p_value"] <= 1 and auroc.loc[["A", ALL_SITES], "p_value"].isna().all()
     with pytest.raises(PredictionsError, match="'site' column"):
         per_site(binary.drop(columns="site"), BINARY)
+
+
+def test_a_site_where_the_model_fails_is_found_by_the_gap_and_the_heterogeneity_test():
+    frame = clustered_binary(
+        np.random.default_rng(5), n_patients=450, items_per_patient=2, shift=2.0, sites=("A", "B", "C")
+    )
+    at_c = frame["site"] == "C"
+    frame.loc[at_c, "prob_1"] = np.random.default_rng(6).random(int(at_c.sum()))  # no signal at site C
+    frame["prob_0"] = 1 - frame["prob_1"]
+    table = per_site(frame, BINARY, n_boot=500, seed=1, metrics=["auroc"]).set_index("site")
+    assert table.loc[SITE_GAP, "low"] > 0 and table.loc[SITE_GAP, "p_value"] < 0.01
 
 
 def test_roc_legend_shows_the_auroc_and_ci_of_evaluate(binary, tmp_path):

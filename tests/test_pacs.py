@@ -22,7 +22,7 @@ from clinical.cli import main
 from clinical.cohort import read_manifest
 from clinical.cohort.synthetic import generate_cohort, phi_values
 from clinical.errors import ConfigurationError, PacsUnavailableError
-from clinical.ingest import ingest, keyed_hash, load_key
+from clinical.ingest import ingest, keyed_hash, load_key, source_paths
 from clinical.ingest.pacs import PacsConfig, StudyQuery, default_staging, pull
 
 KEY = "pacs-test-key"
@@ -124,8 +124,9 @@ def test_pull_gives_the_folder_manifest(protocol, orthanc, synthetic, folder_man
     assert report.instances == len(folder_manifest) and not report.failed
     pd.testing.assert_frame_equal(_rows(pulled), _rows(folder_manifest))
     assert pulled["label"].notna().all() and pulled["site"].nunique() == 3
-    # sources are <study>/<series>/<instance>.dcm in the staging folder, all keyed hashes
-    assert all(len(Path(s).parts) == 3 for files in pulled["source"] for s in files)
+    # sources are pseudonyms of <study>/<series>/<instance>.dcm in the staging folder, all keyed hashes
+    paths = source_paths(tmp_path / "cohort")
+    assert all(s.startswith("src-") and len(Path(paths[s]).parts) == 3 for files in pulled["source"] for s in files)
 
 
 def test_query_by_modality_date_and_patients(orthanc, synthetic, tmp_path):

@@ -134,6 +134,24 @@ def test_item_level_split_is_refused_without_naming_patients(cohort: tuple[Path,
         check_no_leakage(by_item, manifest.drop(columns="series_key"))
 
 
+def test_outer_test_patient_inside_its_folds_inner_rows_is_leakage(cohort: tuple[Path, pd.DataFrame]) -> None:
+    """Each (fold, inner) pair alone looks clean; only checking a fold against its inner rows shows the leak."""
+    _, manifest = cohort
+    split = split_manifest(manifest, folds=4, seed=5, inner_folds=2)
+    check_no_leakage(split, manifest)
+    outer_test = split[(split["fold"] == 1) & (split["inner"] == -1) & (split["role"] == "test")]
+    patient = outer_test["patient_key"].iloc[0]
+    leaked = outer_test[outer_test["patient_key"] == patient].assign(inner=0, role="train")
+    tampered = pd.concat([split, leaked], ignore_index=True)
+    expected = r"1 patient_key value\(s\) in more than one role \(fold 1 \(inner 0\)\)"
+    with pytest.raises(LeakageError, match=expected) as caught:
+        check_no_leakage(tampered, manifest)
+    assert patient not in str(caught.value)
+    elsewhere = leaked.assign(fold=2)  # in another fold's inner rows it is an ordinary training patient
+    other = split[~((split["fold"] == 2) & (split["patient_key"] == patient))]
+    check_no_leakage(pd.concat([other, elsewhere], ignore_index=True), manifest, levels=("patient_key",))
+
+
 def test_audit_passes_a_patient_split_and_lists_planted_duplicates(
     tmp_path: Path, cohort: tuple[Path, pd.DataFrame]
 ) -> None:
@@ -180,6 +198,9 @@ def test_inflation_is_clearly_positive_with_a_patient_effect(cohort: tuple[Path,
     assert result["auroc_item_split"] > result["auroc_patient_split"]
     assert result["inflation"] > 0.15
     assert result["ci_low"] > 0.05
+    # repeated over split seeds: the mean of the per-seed differences, the split's variability in the interval
+    assert result["n_seeds"] == len(result["per_seed"]) == 5 and result["between_variance"] > 0
+    assert result["inflation"] == pytest.approx(np.mean([s["inflation"] for s in result["per_seed"]]))
 
 
 def test_inflation_is_near_zero_without_a_patient_effect(no_effect: tuple[Path, pd.DataFrame]) -> None:

@@ -10,8 +10,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from clinical.errors import ConfigurationError
 from clinical.stats import (
+    bca_interval,
     bin_edges,
     calibration_error,
+    jackknife_chunks,
     lost_class,
     macro_auroc,
     one_vs_rest,
@@ -189,3 +191,24 @@ def test_weights_of_the_wrong_width_are_refused():
     y, score = _binary(8, n=10)
     with pytest.raises(ConfigurationError, match=r"weights must have shape \(n_resamples, 10\)"):
         ranking_metrics(y, score, np.ones((3, 9)))
+
+
+def test_jackknife_leaves_out_one_whole_group_per_row():
+    groups = np.array(["b", "a", "b", "c", "a"])
+    rows = np.vstack(list(jackknife_chunks(groups, max_entries=7)))  # several chunks
+    assert rows.shape == (3, 5)
+    np.testing.assert_array_equal(rows, [[1, 0, 1, 1, 0], [0, 1, 0, 1, 1], [1, 1, 1, 0, 1]])
+    assert (rows[0] == (groups != "a")).all() and (rows[2] == (groups != "c")).all()
+
+
+def test_bca_is_the_percentile_interval_without_bias_or_skew_and_shifts_with_bias():
+    rng = np.random.default_rng(0)
+    values = rng.normal(0.0, 1.0, 20_001)
+    symmetric = np.array([-1.0, 0.0, 1.0])
+    low, high = bca_interval(values, float(np.median(values)), symmetric, 0.95)
+    assert (low, high) == pytest.approx(percentile_interval(values, 0.95), abs=1e-9)
+    shifted = bca_interval(values, 0.5, symmetric, 0.95)  # the resamples sit below the estimate: shift up
+    assert shifted[0] > low and shifted[1] > high
+    skewed = bca_interval(values, float(np.median(values)), np.array([0.0, 0.0, 0.0, 3.0]), 0.95)
+    assert skewed != pytest.approx((low, high))
+    assert bca_interval(np.full(10, 0.7), 0.7, symmetric, 0.95) == (0.7, 0.7)

@@ -17,6 +17,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 from conftest import mlflow_tracking
+from evaluation_helpers import clustered_binary
 from mlflow.tracking import MlflowClient
 from test_training_helpers import TINY
 
@@ -24,10 +25,12 @@ from clinical.cli import build_parser, main
 from clinical.cli.recipe import add_config_arguments
 from clinical.cli.train import config_from_args
 from clinical.cohort import read_manifest
-from clinical.tracking import CHAMPION, MlflowTracker
+from clinical.ingest import source_paths
+from clinical.splits import gate_patients, read_split
+from clinical.tracking import CHAMPION, MlflowTracker, decide_promotion
 from clinical.tracking.server import free_port, wait_until_up
-from clinical.training import TrainConfig
-from clinical.workflows import cross_validate, read_cross_validation, split_cohort
+from clinical.training import TrainConfig, load_result
+from clinical.workflows import cross_validate, read_cross_validation, register_model, split_cohort
 
 RECIPE = dict(model=TINY, image_size=(32, 32), epochs=2, unfreeze_every=1, batch_size=16, lr=3e-3, seed=0,
               early_stopping_patience=None)
@@ -130,7 +133,8 @@ def test_a_model_trained_with_one_image_size_value_registers_loads_and_serves(
                  "--experiment", "workflows-test", "--register", name])
     assert code == 0
     manifest = read_manifest(small_radiographs)
-    files = [small_synthetic_radiographs / "radiographs" / s[0] for s in manifest["source"].head(3)]
+    paths = source_paths(small_radiographs)  # manifest sources are pseudonyms; the private map has the files
+    files = [small_synthetic_radiographs / "radiographs" / paths[s[0]] for s in manifest["source"].head(3)]
     payload = pd.DataFrame({"file": [base64.b64encode(f.read_bytes()).decode() for f in files]})
     payload.to_parquet(tmp_path / "payload.parquet")
     script = textwrap.dedent(f"""
@@ -162,3 +166,72 @@ def test_a_model_trained_with_one_image_size_value_registers_loads_and_serves(
     finally:
         serve.terminate()
         serve.wait(timeout=30)
+
+
+def test_the_gate_promotes_only_when_the_whole_interval_clears_the_margin_and_calibration_holds():
+    rng = np.random.default_rng(3)
+    champion = clustered_binary(rng, n_patients=120, shift=1.0)
+    classes = ["negative", "positive"]
+    same = decide_promotion(champion, champion, classes)
+    assert not same.promote and "lower bound" in same.reason  # a tie is not an improvement (it was at margin 0)
+    better = champion.copy()
+    truth = better["label"].to_numpy() == 1
+    better["prob_1"] = np.where(truth, 0.5 + 0.5 * better["prob_1"], 0.5 * better["prob_1"])  # same calibration sense
+    better["prob_0"] = 1 - better["prob_1"]
+    decision = decide_promotion(champion, better, classes, calibration_tolerance=None)
+    assert decision.comparison.low > 0 and decision.promote
+    assert "on 120 held-out patients" in decision.reason
+    # Calibration: the same ranking (a monotone transform of a calibrated model) but far too sure of itself.
+    p = rng.uniform(0.05, 0.95, 400)
+    calibrated = pd.DataFrame({"item_id": [f"i{k}" for k in range(400)], "patient_key": [f"p{k}" for k in range(400)],
+                               "site": "A", "label": (rng.random(400) < p).astype(int), "prob_1": p})
+    calibrated["prob_0"] = 1 - p
+    overconfident = calibrated.assign(prob_1=1 / (1 + np.exp(-8 * np.log(p / (1 - p)))))
+    overconfident["prob_0"] = 1 - overconfident["prob_1"]
+    assert decide_promotion(calibrated, overconfident, classes, margin=-0.05, calibration_tolerance=None).promote
+    worse = decide_promotion(calibrated, overconfident, classes, margin=-0.05, calibration_tolerance=0.02)
+    assert not worse.promote and "beyond tolerance" in worse.reason
+    assert worse.calibration["challenger_ece"] > worse.calibration["champion_ece"] + 0.02
+
+
+@pytest.mark.servers
+def test_the_registered_model_is_a_refit_and_the_gate_scores_only_locked_away_patients(
+    server, small_radiographs: Path, tmp_path: Path
+):
+    split_path, other_split = tmp_path / "gated.parquet", tmp_path / "other-gate.parquet"
+    split_cohort(small_radiographs, split_path, folds=3, seed=0, gate_size=0.2)
+    split_cohort(small_radiographs, other_split, folds=3, seed=5, gate_size=0.2)
+    split, _ = read_split(split_path)
+    gate = set(gate_patients(split))
+    assert len(gate) >= 10
+    assert not gate & set(split.loc[split["role"].isin(["train", "val", "test"]), "patient_key"])
+
+    def tracked(recipe: dict, path: Path, out: str):
+        return cross_validate(TrainConfig.build(**recipe), cohort_dir=small_radiographs, split_path=path,
+                              out=tmp_path / out, folds=[0, 1], n_boot=100, final="refit",
+                              tracker=MlflowTracker("workflows-gate"))
+
+    first = tracked(RECIPE, split_path, "first")
+    refit = load_result(first.final.out)
+    manifest = read_manifest(small_radiographs)
+    development = manifest[manifest["label"].notna() & ~manifest["patient_key"].isin(gate)]
+    assert first.final_how == "refit" and refit.config.select == "last" and refit.test_predictions is None
+    assert refit.epochs_run == refit.config.epochs == round(np.median([r.best_epoch + 1 for r in first.results]))
+    assert refit.best_epoch == refit.epochs_run - 1  # the last epoch is kept
+    client = MlflowClient()
+    assert client.get_run(first.final.run_id).data.params["data.n_train"] == str(len(development))
+
+    name = "gate-test"
+    champion = register_model(first, name, cohort_dir=small_radiographs, split_path=split_path)
+    assert champion.alias == CHAMPION and champion.final_model == "refit" and champion.run_id == first.final.run_id
+    tags = client.get_model_version(name, champion.version).tags
+    assert tags["clinical.final_model"] == "refit" and tags["pooled_auroc"].startswith("0.")
+
+    second = tracked({**RECIPE, "seed": 1}, split_path, "second")
+    challenger = register_model(second, name, cohort_dir=small_radiographs, split_path=split_path)
+    assert challenger.decision is not None and challenger.decision["n_patients"] == len(gate)
+    assert f"on {len(gate)} gate patients" in challenger.decision["reason"]
+
+    elsewhere = tracked({**RECIPE, "seed": 2}, other_split, "other")
+    refused = register_model(elsewhere, name, cohort_dir=small_radiographs, split_path=other_split)
+    assert refused.alias == "challenger" and "not trained with this split's gate set" in refused.decision["reason"]

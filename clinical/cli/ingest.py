@@ -35,6 +35,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--photo-tile", type=int, default=DEFAULTS.photo_tile, help="cut larger photographs into tiles of this size"
     )
+    parser.add_argument(
+        "--max-decoded-mb", type=float, default=DEFAULTS.max_decoded_mb, metavar="MIB",
+        help="decoded-size budget of one unit, checked from headers before allocation (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--keep-burned-in", action="store_true",
+        help="keep DICOM images with Burned In Annotation (0028,0301) YES (rejected by default: text in the pixels)",
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true",
+        help="decode again the units whose worker died in an earlier run (skipped by default)",
+    )
     parser.add_argument("--site-depth", type=int, default=0, help="folder depth below SOURCE that names the site")
     parser.add_argument(
         "--site-from", choices=("institution", "folder"), default="institution",
@@ -61,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         tile_level=args.tile_level,
         max_tiles_per_slide=args.max_tiles_per_slide,
         photo_tile=args.photo_tile,
+        max_decoded_mb=args.max_decoded_mb,
+        keep_burned_in=args.keep_burned_in,
+        retry_failed=args.retry_failed,
         site_depth=args.site_depth,
         site_from=args.site_from,
     )

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     holdout = parser.add_mutually_exclusive_group()
     holdout.add_argument("--site-holdout", metavar="SITE", help="test on this site only (one fold)")
     holdout.add_argument("--leave-site-out", action="store_true", help="one fold per site, testing on it")
+    parser.add_argument("--gate-size", type=float, default=0.0,
+                        help="share of patients locked away as the promotion gate set (e.g. 0.15; default none)")
     parser.add_argument("--inner-folds", type=int, default=None, help="nested cross-validation: inner folds")
     parser.add_argument("--multilabel-sep", metavar="SEP", default=None, help="labels joined by SEP (multi-label)")
     parser.add_argument(
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         leave_site_out=args.leave_site_out,
         inner_folds=args.inner_folds,
         label_sep=args.multilabel_sep,
+        gate_size=args.gate_size,
     )
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(fold_table(read_split(args.out)[0], read_manifest(args.cohort)).to_string(index=False))

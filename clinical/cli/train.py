@@ -32,11 +32,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(recipe, TrainConfig)
     tracking = parser.add_argument_group("tracking (MLflow at MLFLOW_TRACKING_URI, else ./mlflow.db)")
     tracking.add_argument("--experiment", help="log every fold as a nested run of one parent run in this experiment")
+    parser.add_argument("--final-model", choices=("refit", "best-fold"), default=None,
+                        help="the model to deploy: refit on every development patient for the epochs the folds "
+                             "chose (default with --register), or the best fold's model")
     tracking.add_argument("--register", metavar="NAME",
-                          help="register the best fold's model under NAME (first version: @champion; later: "
+                          help="register the final model under NAME (first version: @champion; later: "
                                "@challenger unless the promotion gate lets it through); implies tracking")
     tracking.add_argument("--gate-margin", type=float, default=None,
-                          help="promote a challenger only when better by this AUROC margin (default: paired test)")
+                          help="promote a challenger only when the lower bound of the 95%% CI of its AUROC gain on "
+                               "the gate patients exceeds this (default 0; negative: non-inferiority)")
     parser.set_defaults(func=run)
 
 
@@ -51,7 +55,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical.workflows import MlflowTracker, cross_validate, pool_folds, register_best_fold, train_fold
+    from clinical.workflows import (
+        MlflowTracker,
+        cross_validate,
+        fit_final_model,
+        pool_folds,
+        register_model,
+        train_fold,
+    )
 
     config = config_from_args(args)
     tracker = MlflowTracker(args.experiment or "clinical") if args.experiment or args.register else None
@@ -66,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         cv = cross_validate(config, cohort_dir=args.cohort, split_path=args.split, out=args.out,
                             folds=[args.fold] if args.fold is not None else None, tracker=tracker)
+    final = args.final_model or ("refit" if args.register else None)
+    if final is not None:
+        nested = MlflowTracker(tracker.experiment, parent_run_id=cv.parent_run_id) if tracker else None
+        cv = fit_final_model(cv, cohort_dir=args.cohort, split_path=args.split, how=final, tracker=nested)
     for r in cv.results:
         test = r.test_metrics.get("auroc", float("nan"))
         print(f"fold {r.fold}: best epoch {r.best_epoch}, val AUROC {r.best_score:.3f}, test AUROC {test:.3f} "
@@ -79,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
             for k in ("auroc", "auprc", "balanced_accuracy", "f1") if k in cv.summary))
     if tracker is not None:
         print(f"MLflow parent run {cv.parent_run_id} (experiment {tracker.experiment!r})")
+    if cv.final is not None:
+        print(f"final model ({cv.final_how}): {cv.final.out}")
     if args.register:
-        model = register_best_fold(cv, args.register, cohort_dir=args.cohort, split_path=args.split,
-                                   margin=args.gate_margin)
-        print(f"registered {model.name} version {model.version} as @{model.alias}"
+        model = register_model(cv, args.register, cohort_dir=args.cohort, split_path=args.split,
+                               margin=args.gate_margin)
+        print(f"registered {model.name} version {model.version} ({model.final_model}) as @{model.alias}"
               + (f" ({model.decision['reason']})" if model.decision else ""))
     return 0

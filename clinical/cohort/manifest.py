@@ -67,6 +67,7 @@ REJECTION_COLUMNS: dict[str, str] = {
     "file": "string",  # the rejected input, relative to the ingested source root
     "stage": "string",  # where it failed: detect, read, decode, group, resample, ...
     "reason": "string",  # a sentence a person can act on; never PHI
+    "code": "string",  # one of a small fixed vocabulary (clinical.ingest.reasons.Reason), to filter and count
 }
 
 
@@ -158,7 +159,7 @@ def read_cohort_meta(cohort: str | Path) -> dict:
 
 
 def write_rejections(rejections: pd.DataFrame | Iterable[dict], cohort: str | Path) -> None:
-    """Write ``rejections.parquet`` (columns ``file, stage, reason``), atomically."""
+    """Write ``rejections.parquet`` (columns ``file, stage, reason, code``), atomically."""
     table = pd.DataFrame(list(rejections) if not isinstance(rejections, pd.DataFrame) else rejections)
     if table.empty:
         table = pd.DataFrame({c: pd.Series(dtype=t) for c, t in REJECTION_COLUMNS.items()})
@@ -171,11 +172,17 @@ def write_rejections(rejections: pd.DataFrame | Iterable[dict], cohort: str | Pa
 
 
 def read_rejections(cohort: str | Path) -> pd.DataFrame:
-    """Read ``COHORT/rejections.parquet``; an absent file means nothing was rejected."""
+    """Read ``COHORT/rejections.parquet``; an absent file means nothing was rejected.
+
+    Cohorts written before rejections had a ``code`` read with the code missing (``<NA>``).
+    """
     path = Path(cohort) / REJECTIONS_FILE
     if not path.is_file():
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in REJECTION_COLUMNS.items()})
-    return pd.read_parquet(path).astype(REJECTION_COLUMNS)
+    table = pd.read_parquet(path)
+    if "code" not in table.columns:
+        table["code"] = pd.NA
+    return table.astype(REJECTION_COLUMNS)
 
 
 def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:

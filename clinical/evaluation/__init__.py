@@ -17,7 +17,7 @@ from clinical.evaluation.calibration import (
     fit_temperature,
     reliability_table,
 )
-from clinical.evaluation.compare import Comparison, compare, delong_test
+from clinical.evaluation.compare import Comparison, FoldComparison, compare, compare_folds, delong_test
 from clinical.evaluation.metrics import METRICS, choose_threshold, score
 from clinical.evaluation.plots import (
     plot_calibration,
@@ -45,11 +45,13 @@ __all__ = [
     "LEVELS",
     "METRICS",
     "Comparison",
+    "FoldComparison",
     "Report",
     "aggregate",
     "apply_temperature",
     "choose_threshold",
     "compare",
+    "compare_folds",
     "delong_test",
     "evaluate",
     "expected_calibration_error",

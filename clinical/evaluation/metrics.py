@@ -36,7 +36,8 @@ from sklearn.metrics import (
 
 from clinical.errors import ConfigurationError, PredictionsError
 from clinical.evaluation.calibration import DEFAULT_BINS, expected_calibration_error
-from clinical.evaluation.predictions import Level, aggregate, is_multilabel, labels_array, probs_array
+from clinical.evaluation.predictions import Level, is_multilabel, labels_array, probs_array
+from clinical.evaluation.predictions import aggregate as aggregate_items
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -165,6 +166,7 @@ def score(
     level: Level = "patient",
     threshold: float | None = None,
     n_bins: int = DEFAULT_BINS,
+    aggregate: str = "mean",
 ) -> dict[str, float]:
     """Point metrics of a predictions frame at ``level`` (fast enough to run every epoch).
 
@@ -184,6 +186,10 @@ def score(
         Must be None for multi-class tasks (argmax).
     n_bins
         Bins of the expected calibration error.
+    aggregate
+        How a patient's (study's) item probabilities become its probability at ``level="patient"``
+        (``"study"``): one of :data:`clinical.evaluation.predictions.AGGREGATIONS` — ``"mean"`` (default),
+        ``"median"`` or ``"max"`` (a finding seen on any slice). Ignored at item level.
 
     Returns
     -------
@@ -201,7 +207,7 @@ def score(
         ``level`` or ``threshold`` is not allowed.
     """
     classes = list(classes)
-    frame = aggregate(frame, classes, level=level)
+    frame = aggregate_items(frame, classes, level=level, how=aggregate)
     multilabel = is_multilabel(frame)
     t = check_threshold(threshold, len(classes), multilabel)
     y = labels_array(frame, len(classes))
@@ -268,7 +274,7 @@ def choose_threshold(
         raise ConfigurationError(f"method must be 'youden', 'sensitivity' or 'specificity'; got {method!r}.")
     if not 0.0 < target <= 1.0:
         raise ConfigurationError(f"target must be in (0, 1]; got {target!r}.")
-    frame = aggregate(val_frame, classes, level=level)
+    frame = aggregate_items(val_frame, classes, level=level)
     if len(classes) != 2 or is_multilabel(frame):
         raise ConfigurationError(f"choose_threshold needs a binary task; got classes {classes}.")
     y = labels_array(frame, 2)

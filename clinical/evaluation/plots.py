@@ -342,6 +342,8 @@ def plot_forest(site_table: pd.DataFrame, *, metric: str = "auroc", title: str |
     if not gap.empty:
         g = gap.iloc[0]
         subtitle = f"\ngap best − worst site: {format_metric(g['value'], g['low'], g['high'])}"
+        if "p_value" in gap.columns and np.isfinite(g["p_value"]):
+            subtitle += f", heterogeneity p = {g['p_value']:.2g}"
     ax.set_xlabel(_DISPLAY.get(metric, metric))
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.7, len(sites) + 0.7)

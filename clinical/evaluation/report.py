@@ -95,6 +95,11 @@ class Report:
         Resamples drawn; ``n_skipped`` of them held one class only and were left out.
     ci
         Coverage of the intervals (0.95 for 95 % CIs).
+    ci_method
+        How they were formed from the resamples: ``"percentile"`` or ``"bca"``.
+    aggregate
+        How item probabilities became one per patient (study): ``"mean"``, ``"median"``, ``"max"``, or
+        ``"none"`` at item level.
     threshold
         Operating point on ``prob_1`` (binary / multi-label), else None.
     classes
@@ -110,6 +115,8 @@ class Report:
     ci: float
     threshold: float | None
     classes: list[str] = field(default_factory=list)
+    ci_method: str = "percentile"
+    aggregate: str = "mean"
 
     def __getitem__(self, metric: str) -> tuple[float, float, float]:
         """``report["auroc"]`` → ``(value, low, high)``."""

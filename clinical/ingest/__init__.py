@@ -9,13 +9,15 @@ decoders of the format modules (:mod:`~clinical.ingest.dicom`, :mod:`~clinical.i
 :mod:`~clinical.ingest.slides`, :mod:`~clinical.ingest.photos`), keeping its scan state and parts
 in :mod:`~clinical.ingest.journal`. Pseudonyms are in :mod:`~clinical.ingest.identity`, labels and
 sites in :mod:`~clinical.ingest.labels`. :func:`read_file` decodes one file as ingest would.
+Outputs name source files by keyed pseudonyms; :func:`source_paths` maps them back to the
+real relative paths from the private map kept beside the key (never inside the cohort).
 """
 
 from __future__ import annotations
 
 from clinical.ingest.decode import decoder_for, read_file, register_decoder
 from clinical.ingest.engine import IngestReport, ingest
-from clinical.ingest.identity import keyed_hash, load_key
+from clinical.ingest.identity import keyed_hash, load_key, source_paths
 from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions
 from clinical.ingest.scan import sources_fingerprint
 from clinical.ingest.units import DecodedItem
@@ -32,5 +34,6 @@ __all__ = [
     "load_key",
     "read_file",
     "register_decoder",
+    "source_paths",
     "sources_fingerprint",
 ]

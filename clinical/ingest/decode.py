@@ -22,6 +22,7 @@ from clinical.errors import ConfigurationError, IngestError
 from clinical.ingest import dicom, nifti, photos, slides
 from clinical.ingest.options import IngestOptions
 from clinical.ingest.plan import plan_units
+from clinical.ingest.reasons import Rejected
 from clinical.ingest.resample import resample
 from clinical.ingest.scan import scan_file
 from clinical.ingest.units import DecodedItem, Unit
@@ -125,7 +126,9 @@ def read_file(
     Raises
     ------
     IngestError
-        With the reason ingest would have written in its rejections, after the file's name.
+        With the reason ingest would have written in its rejections, after the file's name; a
+        :class:`~clinical.ingest.reasons.Rejected` (an ``IngestError``) carries its ``code`` too. The
+        decoded-size budget, pixel-integrity and burned-in checks of ingest apply here as well.
     ConfigurationError
         When ``options`` hold a value outside what is allowed.
     """
@@ -138,8 +141,14 @@ def read_file(
     name = Path(source).name
     record = scan_file(str(source), name, _NO_KEY)
     if record["stage"] is not None:
-        raise IngestError(f"{name}: {record['reason']}")
+        raise _refusal(name, record)
     units, rejections = plan_units([{**record, "path": str(source)}], options, key=_NO_KEY)
     if rejections:
-        raise IngestError(f"{name}: {rejections[0]['reason']}")
+        raise _refusal(name, rejections[0])
     return [item for unit in units for item in decode(unit, options)]
+
+
+def _refusal(name: str, rejection: Mapping[str, Any]) -> IngestError:
+    """The error of a scan or plan rejection: a :class:`~clinical.ingest.reasons.Rejected` when it has a code."""
+    message = f"{name}: {rejection['reason']}"
+    return Rejected(rejection["code"], message) if rejection.get("code") else IngestError(message)

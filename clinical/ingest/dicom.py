@@ -28,6 +28,19 @@ Pixel pipeline (:func:`modality_pixels`, :func:`window`)
 Decoders (:func:`decode_image`, :func:`decode_multiframe`, :func:`decode_volume`)
     One planned unit (a single-frame image, a multi-frame file, or the ordered
     slices of one series) to its item, windowed and in the uint16 cache dtype.
+
+Before any pixel is decoded (:func:`screen`, a header-only read)
+    - the decoded size, Rows × Columns × Number of Frames × Samples per Pixel × Bits Allocated
+      (0028,0010/0011/0008/0002/0100), is checked against ``max_decoded_mb`` (code ``too-large``);
+    - Burned In Annotation (0028,0301) = YES is rejected unless ``keep_burned_in``
+      (code ``burned-in-annotation``); images of SOP classes that often carry burned-in text
+      (:data:`BURNED_IN_RISK_CLASSES`: secondary capture, ultrasound) are flagged in the manifest
+      (``burned_in_risk``);
+    - each frame of JPEG-family encapsulated Pixel Data must end with its EOI/EOC marker
+      ``FF D9``: some codecs decode a truncated fragment silently into grey (code ``corrupt-pixels``).
+
+    Pixel Data shorter than declared, or a codec that reports truncated or corrupt data, is
+    also a ``corrupt-pixels`` rejection, never an item.
 """
 
 from __future__ import annotations
@@ -51,16 +64,19 @@ from pydicom.uid import UID
 from clinical.errors import ConfigurationError, IngestError, InvalidSeriesError, UnsupportedFileError
 from clinical.ingest.identity import keyed_hash
 from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
+from clinical.ingest.reasons import Reason, Rejected, looks_corrupt
 from clinical.ingest.units import DecodedItem, Unit
 
 if TYPE_CHECKING:
     from clinical.ingest.options import IngestOptions
 
 __all__ = [
+    "BURNED_IN_RISK_CLASSES",
     "CT_WINDOWS",
     "DEFAULT_CT_WINDOW",
     "VOLUME_MODALITIES",
     "DicomHeader",
+    "burned_in_risk",
     "decode_image",
     "decode_multiframe",
     "decode_volume",
@@ -69,6 +85,7 @@ __all__ = [
     "quiet_pydicom",
     "read_dataset",
     "read_header",
+    "screen",
     "scrub_message",
     "volume_spacing",
     "window",
@@ -101,8 +118,31 @@ _PIXEL_TAGS = [
     "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
     "SegmentedAlphaPaletteColorLookupTableData", "PaletteColorLookupTableUID",
     "SharedFunctionalGroupsSequence", "PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness",
+    "BurnedInAnnotation",
 ]
 _IN_MEMORY_BYTES = 64 << 20
+
+#: SOP classes that often carry burned-in text: Secondary Capture (1.2.840.10008.5.1.4.1.1.7 and its
+#: multi-frame variants .7.1–.7.4) and Ultrasound (single- and multi-frame, current and retired).
+BURNED_IN_RISK_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.7",
+    "1.2.840.10008.5.1.4.1.1.6.1",
+    "1.2.840.10008.5.1.4.1.1.3.1",
+    "1.2.840.10008.5.1.4.1.1.6",
+    "1.2.840.10008.5.1.4.1.1.3",
+)
+
+#: What :func:`screen` reads (header only, before Pixel Data).
+_SCREEN_TAGS = ["SOPClassUID", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated",
+                "BurnedInAnnotation"]
+
+#: Transfer syntaxes whose frames are JPEG, JPEG-LS, JPEG 2000 or HTJ2K codestreams, all ending in FF D9.
+_JPEG_FAMILY = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+})
+
 
 _HEADER_TAGS = [
     "SOPClassUID",
@@ -200,22 +240,78 @@ def read_dataset(path: str | Path) -> pydicom.Dataset:
         return pydicom.dcmread(_readable(path), force=True)
 
 
-def load_pixels(path: str | Path) -> tuple[pydicom.Dataset, np.ndarray]:
+def screen(source: str | Path | bytes | io.BytesIO, options: IngestOptions, *, count: int = 1) -> bool:
+    """Check one file's header before its pixels are read; return whether its SOP class risks burned-in text.
+
+    ``count`` multiplies the decoded size (the slices of a volume, screened by the first).
+
+    Raises
+    ------
+    clinical.ingest.reasons.Rejected
+        ``too-large`` when Rows × Columns × Number of Frames × Samples per Pixel × Bits Allocated
+        (× ``count``) exceeds ``options.max_decoded_mb``; ``burned-in-annotation`` when Burned In
+        Annotation (0028,0301) is YES and ``options.keep_burned_in`` is False; ``bad-header`` when
+        those elements cannot be read.
+    """
+    readable = _readable(source) if not isinstance(source, io.BytesIO) else source
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(readable, force=True, stop_before_pixels=True, specific_tags=_SCREEN_TAGS)
+            dims = [int(ds.get(k, d) or d) for k, d in
+                    (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1), ("SamplesPerPixel", 1), ("BitsAllocated", 8))]
+    except Exception as error:  # pydicom raises many types on broken headers
+        raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
+    finally:
+        if isinstance(readable, io.BytesIO):
+            readable.seek(0)
+    rows, columns, frames, samples, bits = (max(v, 0) for v in dims)
+    nbytes = rows * columns * max(frames, 1) * max(samples, 1) * max(1, -(-bits // 8)) * count
+    what = f"Rows×Columns×Frames×Samples = {rows}×{columns}×{max(frames, 1)}×{max(samples, 1)} at {bits} bits"
+    options.check_decoded_size(nbytes, what + (f", × {count} slices" if count > 1 else ""))
+    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES" and not options.keep_burned_in:
+        raise Rejected(
+            Reason.BURNED_IN_ANNOTATION,
+            "Burned In Annotation (0028,0301) is YES: the pixels carry text, often the patient's name; "
+            "pass keep_burned_in=True (--keep-burned-in) to ingest such images after checking them",
+        )
+    return burned_in_risk(ds)
+
+
+def burned_in_risk(ds: pydicom.Dataset) -> bool:
+    """Whether Burned In Annotation (0028,0301) is YES or the SOP class is one of :data:`BURNED_IN_RISK_CLASSES`."""
+    uid = str(ds.get("SOPClassUID", "") or "")
+    secondary_capture = BURNED_IN_RISK_CLASSES[0]
+    return (
+        str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+        or uid in BURNED_IN_RISK_CLASSES
+        or uid.startswith(secondary_capture + ".")
+    )
+
+
+def load_pixels(
+    path: str | Path, options: IngestOptions | None = None, *, count: int = 1
+) -> tuple[pydicom.Dataset, np.ndarray]:
     """Read only the elements the pixel pipeline uses, decode, apply the Modality LUT.
 
-    Parsing only :data:`_PIXEL_TAGS` saves about a quarter of the parse; should
-    the reduced data set not decode, the whole file is read and decoded again, so
-    the shortcut never turns a good file into a rejection.
+    With ``options``, the header is screened first (:func:`screen`). Parsing only
+    :data:`_PIXEL_TAGS` saves about a quarter of the parse; should the reduced data set
+    not decode, the whole file is read and decoded again, so the shortcut never turns a
+    good file into a rejection.
 
     Returns
     -------
     dataset, pixels
         The (reduced) data set and :func:`modality_pixels` of it.
     """
+    readable = _readable(path)
+    if options is not None:
+        screen(readable, options, count=count)
     with quiet_pydicom():
-        reduced = pydicom.dcmread(_readable(path), force=True, specific_tags=_PIXEL_TAGS)
+        reduced = pydicom.dcmread(readable, force=True, specific_tags=_PIXEL_TAGS)
     try:
         return reduced, modality_pixels(reduced)
+    except Rejected:
+        raise
     except IngestError:
         full = read_dataset(path)
         return full, modality_pixels(full)
@@ -248,6 +344,7 @@ def modality_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """
     if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise UnsupportedFileError(f"no Pixel Data (7FE0,0010): a {_sop_class_name(ds)} object is not an image")
+    _check_codestreams(ds)
     try:
         with quiet_pydicom():
             arr = ds.pixel_array
@@ -262,10 +359,42 @@ def modality_pixels(ds: pydicom.Dataset) -> np.ndarray:
         raise
     except Exception as error:  # decoders raise ValueError, RuntimeError, NotImplementedError, ...
         reason = f"{type(error).__name__}: {scrub_message(error)}"
+        if looks_corrupt(str(error)):
+            text = f"the pixel data cannot be decoded: it is truncated or corrupt ({reason})"
+            raise Rejected(Reason.CORRUPT_PIXELS, text) from error
         raise IngestError(f"the pixel data cannot be decoded ({reason})") from error
     arr = np.asarray(arr, dtype=np.float32)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return arr.reshape((frames, *arr.shape[-2:], 1)) if samples == 1 else arr.reshape((frames, *arr.shape[-3:]))
+
+
+def _check_codestreams(ds: pydicom.Dataset) -> None:
+    """Each frame of JPEG-family encapsulated Pixel Data must end with FF D9 (EOI, EOC), padding aside.
+
+    Inside entropy-coded JPEG and JPEG 2000 data an FF is never followed by D9, so a frame
+    without that marker in its last bytes was cut short; libjpeg decodes such a frame into
+    grey without a word.
+    """
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax not in _JPEG_FAMILY or "PixelData" not in ds:
+        return
+    from pydicom.encaps import generate_frames
+
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+            if b"\xff\xd9" not in frame[-32:]:
+                raise Rejected(
+                    Reason.CORRUPT_PIXELS,
+                    f"frame {index + 1} of {frames} of the compressed pixel data ends without its end-of-image "
+                    "marker (FF D9): the codestream is truncated",
+                )
+    except Rejected:
+        raise
+    except Exception as error:  # the fragments themselves cannot be parsed
+        raise Rejected(
+            Reason.CORRUPT_PIXELS, f"the encapsulated pixel data cannot be parsed ({scrub_message(error)})"
+        ) from error
 
 
 def window(
@@ -376,16 +505,18 @@ def volume_spacing(ds: pydicom.Dataset) -> list[float]:
 
 def decode_image(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
     """A single-frame file: one image (C, H, W) with the (row, column) spacing of the plan."""
-    ds, pixels = load_pixels(unit.paths[0])
+    ds, pixels = load_pixels(unit.paths[0], options)
     windowed = window(pixels, ds, modality=unit.modality, ct_window=options.ct_window)
-    yield DecodedItem(unit_interval_to_uint16(windowed[0].transpose(2, 0, 1)), "image", unit.spacing[-2:])
+    yield DecodedItem(unit_interval_to_uint16(windowed[0].transpose(2, 0, 1)), "image", unit.spacing[-2:],
+                      extra=_risk(burned_in_risk(ds)))
 
 
 def decode_multiframe(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
     """A multi-frame file: one volume (C, D, H, W), frames as depth, spacing from :func:`volume_spacing`."""
-    ds, pixels = load_pixels(unit.paths[0])
+    ds, pixels = load_pixels(unit.paths[0], options)
     windowed = window(pixels, ds, modality=unit.modality, ct_window=options.ct_window)
-    yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", volume_spacing(ds))
+    yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", volume_spacing(ds),
+                      extra=_risk(burned_in_risk(ds)))
 
 
 def decode_volume(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
@@ -396,14 +527,23 @@ def decode_volume(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
     InvalidSeriesError
         When a slice is multi-frame or colour, so the slices cannot be stacked.
     """
+    screen(unit.paths[0], options, count=len(unit.paths))  # the whole volume's budget, before any slice
     slices = []
     first = None
+    risk = False
     for path in unit.paths:
-        ds, pixels = load_pixels(path)
+        ds, pixels = load_pixels(path, options)
+        risk = risk or burned_in_risk(ds)
         if pixels.shape[0] != 1 or pixels.shape[-1] != 1:
             raise InvalidSeriesError("inconsistent series: a slice is multi-frame or colour, so it cannot be stacked")
         slices.append(pixels[0, :, :, 0])
         first = first if first is not None else ds
     volume = np.stack(slices)[..., None]
     windowed = window(volume, first, modality=unit.modality, ct_window=options.ct_window)
-    yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", unit.spacing)
+    yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", unit.spacing,
+                      extra=_risk(risk))
+
+
+def _risk(flagged: bool) -> dict[str, int]:
+    """The manifest column ``burned_in_risk`` (1) of an item whose SOP class often carries burned-in text."""
+    return {"burned_in_risk": 1} if flagged else {}

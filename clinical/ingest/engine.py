@@ -13,6 +13,14 @@ Stages, each restartable:
    streaming rows to ``COHORT/parts/``. A unit whose id (its files, their digests and
    the options) already has rows in ``parts/`` is skipped: reruns only do new or
    changed work, and an interrupted run resumes where it stopped.
+
+   Worker isolation: at most one unit per worker is in flight. When a worker dies (killed
+   by the kernel for memory, a crash in a codec), the pool breaks; the units that were in
+   flight are run again, each in a process of its own, so the death is attributed to its
+   unit, which is rejected (code ``worker-died``, with the signal), and a fresh pool takes
+   the rest. The rejection is kept in ``parts/`` like any other, so a rerun does not decode
+   a known poison unit again unless ``retry_failed=True``. With ``workers=0`` nothing is
+   isolated: a crash ends the run.
 4. **merge** the parts into ``manifest.parquet`` and ``rejections.parquet``,
    assigning sites and labels (cheap, so labels and sites can change without
    decoding anything again), and delete arrays no row points to.
@@ -20,8 +28,8 @@ Stages, each restartable:
 Cached array dtypes are listed in :mod:`clinical.ingest.units`.
 
 Invariant: every file found ends as exactly one of ingested (it contributed to
-at least one item) or rejected (one row in ``rejections.parquet``), so
-``ingested + rejected = found``.
+at least one item) or rejected (one row in ``rejections.parquet``, with a ``code`` from
+:class:`clinical.ingest.reasons.Reason`), so ``ingested + rejected = found``.
 """
 
 from __future__ import annotations
@@ -30,27 +38,40 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from clinical.cohort.manifest import MANIFEST_COLUMNS, write_manifest, write_rejections
-from clinical.errors import ConfigurationError, IngestError
+from clinical.cohort.manifest import MANIFEST_COLUMNS, REJECTION_COLUMNS, write_manifest, write_rejections
+from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
 from clinical.ingest.decode import decode
 from clinical.ingest.dicom import scrub_message
-from clinical.ingest.identity import load_key
+from clinical.ingest.identity import (
+    check_cohort_key,
+    cohort_identity,
+    key_fingerprint,
+    load_key,
+    source_pseudonym,
+    write_source_map,
+)
 from clinical.ingest.journal import PartsWriter, done_units, read_parts
 from clinical.ingest.labels import KeyTable, read_key_table
 from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions, default_workers
 from clinical.ingest.plan import plan_units
-from clinical.ingest.scan import as_list, scan, walk
+from clinical.ingest.reasons import Reason, code_of
+from clinical.ingest.scan import as_list, scan, walk_all
 from clinical.ingest.units import Unit
 
 __all__ = ["IngestReport", "ingest"]
@@ -62,7 +83,11 @@ _ARRAYS = "arrays"
 
 @dataclass
 class IngestReport:
-    """What one ingest did. ``ingested + rejected == found`` counts files; ``items`` counts manifest rows."""
+    """What one ingest did. ``ingested + rejected + skipped == found`` counts entries; ``items`` counts manifest rows.
+
+    ``skipped`` entries are what the walk met that is no input file (see :func:`clinical.ingest.scan.walk_all`);
+    they are rows of ``rejections.parquet`` at stage ``walk``.
+    """
 
     cohort: Path
     found: int
@@ -75,13 +100,24 @@ class IngestReport:
     kinds: dict[str, int]
     rejections_by_stage: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage: scan, run, merge
+    rejections_by_code: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # entries of the walk that are not input files (FIFOs, links, unreadable folders, notes)
+    #: Items of SOP classes that often carry burned-in text (secondary capture, ultrasound), or kept with
+    #: Burned In Annotation YES: the manifest column ``burned_in_risk`` marks them for a look before use.
+    burned_in_risk: int = 0
 
     def summary(self) -> str:
-        """One line for people: the invariant and the item count."""
-        return (
-            f"ingested {self.ingested} + rejected {self.rejected} = found {self.found} files; "
+        """One line for people: the invariant, the item count, the rejection codes and burned-in risk."""
+        text = (
+            f"ingested {self.ingested} + rejected {self.rejected} + skipped {self.skipped} = found {self.found}; "
             f"{self.items} items ({', '.join(f'{n} {k}' for k, n in sorted(self.kinds.items())) or 'none'})"
         )
+        if self.rejections_by_code:
+            text += "; by code: " + ", ".join(f"{n} {c}" for c, n in sorted(self.rejections_by_code.items()))
+        if self.burned_in_risk:
+            text += (f"; {self.burned_in_risk} items of classes that often carry burned-in text "
+                     "(secondary capture, ultrasound): see burned_in_risk")
+        return text
 
 
 def ingest(
@@ -103,6 +139,9 @@ def ingest(
     ct_window: str = DEFAULTS.ct_window,
     site_depth: int = 0,
     site_from: str = "institution",
+    max_decoded_mb: float = DEFAULTS.max_decoded_mb,
+    keep_burned_in: bool = DEFAULTS.keep_burned_in,
+    retry_failed: bool = False,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
     progress: bool = True,
 ) -> IngestReport:
@@ -111,8 +150,12 @@ def ingest(
     Parameters
     ----------
     sources
-        Folders (walked recursively) or files. ``source`` paths in the outputs are
-        relative to their folder; with several sources they start with the folder's name.
+        Folders (walked recursively) or files. Outputs name each input by the keyed pseudonym
+        of its path relative to its folder (with several sources, starting with the folder's
+        name): ``source`` in the manifest, ``file`` in the rejections. The map back to the
+        paths is the cohort's private file beside the key
+        (:func:`clinical.ingest.identity.private_paths_file`; read it with
+        :func:`clinical.ingest.source_paths` or ``clinical rejections COHORT``).
     out
         The cohort folder (created; rerunning on it is incremental).
     labels, sites
@@ -120,9 +163,11 @@ def ingest(
         (``site_from="institution"``) InstitutionName (0008,0080) for DICOM, else the folder
         at ``site_depth``.
     key
-        Pseudonym key (see :func:`clinical.ingest.identity.load_key`).
-    target_spacing, target_size, ct_window, max_pixels
+        Pseudonym key (see :func:`clinical.ingest.identity.load_key`). A cohort records its key's
+        fingerprint; ingest into it with another key raises ConfigurationError.
+    target_spacing, target_size, ct_window, max_pixels, max_decoded_mb, keep_burned_in
         Decoding options: see :class:`clinical.ingest.options.IngestOptions`, whose defaults these are.
+        ``max_decoded_mb`` is the decoded-size budget of one unit, checked from headers before allocation.
     tile_size, tile_level, max_tiles_per_slide, min_tissue, photo_tile
         Tiling options of slides and photographs, likewise.
     workers
@@ -136,8 +181,12 @@ def ingest(
         ``"institution"`` (default) or ``"folder"``: whether DICOM files take their site from
         InstitutionName or, like every other file, from the folder. Use ``"folder"`` when one
         tree mixes DICOM and other formats of the same sites, so each site has one name.
+    retry_failed
+        Decode again the units whose worker died (code ``worker-died``) or ran out of memory in an
+        earlier run; by default such known poison units keep their rejection.
     exclude
-        File-name patterns not counted as inputs.
+        File-name patterns not ingested: each match is skipped and listed (code ``unsupported``
+        for the default patterns, ``excluded`` for others), counted in ``skipped``.
     progress
         Show progress bars (hidden anyway when not on a terminal).
 
@@ -153,7 +202,7 @@ def ingest(
     options = IngestOptions(
         target_spacing=target_spacing, target_size=target_size, ct_window=ct_window, tile_size=tile_size,
         tile_level=tile_level, max_tiles_per_slide=max_tiles_per_slide, min_tissue=min_tissue, photo_tile=photo_tile,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels, max_decoded_mb=max_decoded_mb, keep_burned_in=keep_burned_in,
     )
     secret = load_key(key)
     if workers is None:
@@ -169,52 +218,69 @@ def ingest(
     label_table = read_key_table(labels, "label", secret) if labels is not None else KeyTable()
     site_table = read_key_table(sites, "site", secret) if sites is not None else KeyTable()
     skip = {Path(p).resolve() for p in (labels, sites) if p is not None}
-    found = walk(sources, exclude=exclude, skip=skip, cohort=cohort.resolve())
+    walked = walk_all(sources, exclude=exclude, skip=skip, cohort=cohort.resolve())
+    found = walked.files
+    cohort_id = _check_cohort(cohort, secret)
     disable = None if progress else True
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
+    pool = _IsolatingPool(_new_pool(workers), workers) if workers else None
     try:
-        records = scan(found, cohort, secret, executor, disable)
+        records = scan(found, cohort, secret, pool.executor if pool else None, disable)
+        names = _pseudonymise(cohort_id, secret, records, walked.skipped)
         units, rejections = plan_units(records, options, key=secret)
         seconds["scan"], clock = time.perf_counter() - clock, time.perf_counter()
         done = done_units(cohort)
+        if retry_failed and done:
+            _, earlier = read_parts(cohort, {u.unit_id for u in units})
+            done -= {r["unit_id"] for r in earlier if r.get("code") in _RETRYABLE}
         todo = [u for u in units if u.unit_id not in done]
-        _run(todo, cohort, options, executor, disable)
+        _run(todo, cohort, options, pool, disable)
         seconds["run"], clock = time.perf_counter() - clock, time.perf_counter()
     finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+        if pool is not None:
+            pool.executor.shutdown(cancel_futures=True)
 
     manifest, worker_rejections = _merge(
-        cohort, units, label_table, site_table, site_depth=site_depth, institution_sites=site_from == "institution"
+        cohort, units, label_table, site_table, site_depth=site_depth, institution_sites=site_from == "institution",
+        names=names,
     )
     rejections = rejections + worker_rejections
-    found_files = {rel for _, rel in found}
+    found_files = {r["file"] for r in records}
     ingested_files = {f for files in manifest["source"] for f in files}
     rejected_files = {r["file"] for r in rejections}
     for name in sorted(found_files - ingested_files - rejected_files):  # never expected; nothing is lost silently
-        rejections.append({"file": name, "stage": "engine", "reason": "no outcome was recorded for this file"})
+        rejections.append({"file": name, "stage": "engine", "reason": "no outcome was recorded for this file",
+                           "code": Reason.INTERNAL_ERROR})
         rejected_files.add(name)
+    for row in rejections:
+        if not row.get("code"):  # a row recorded before codes existed (an older scan state or part)
+            row["code"] = Reason.INTERNAL_ERROR if row.get("stage") == "engine" else None
+    skipped_files = {r["file"] for r in walked.skipped}
+    rejections += walked.skipped
     meta = {
-        "sources": [Path(s).name for s in as_list(sources)],
+        "cohort_id": cohort_id,
+        "key_fingerprint": key_fingerprint(secret),
+        "sources": [source_pseudonym(secret, Path(s).name) for s in as_list(sources)],  # folder names may be PHI
         "options": options.as_dict(),
         "site_depth": site_depth,
         "site_from": site_from,
-        "found": len(found_files),
+        "found": len(found_files) + len(skipped_files),
         "ingested": len(ingested_files),
         "rejected": len(rejected_files),
+        "skipped": len(skipped_files),
     }
     digest = write_manifest(manifest, cohort, meta=meta)
-    write_rejections(pd.DataFrame(rejections, columns=["file", "stage", "reason"]), cohort)
+    write_rejections(pd.DataFrame(rejections, columns=list(REJECTION_COLUMNS)), cohort)
     _delete_orphan_arrays(cohort, set(manifest["path"]))
     seconds["merge"] = time.perf_counter() - clock
     report = IngestReport(
         cohort=cohort,
-        found=len(found_files),
+        found=len(found_files) + len(skipped_files),
         ingested=len(ingested_files),
         rejected=len(rejected_files),
+        skipped=len(skipped_files),
         items=len(manifest),
         units_run=len(todo),
         units_reused=len(units) - len(todo),
@@ -222,6 +288,8 @@ def ingest(
         kinds=dict(Counter(manifest["kind"])),
         rejections_by_stage=dict(Counter(r["stage"] for r in rejections)),
         seconds={k: round(v, 3) for k, v in seconds.items()},
+        rejections_by_code=dict(Counter(str(r["code"]) for r in rejections if r["code"])),
+        burned_in_risk=int(manifest["burned_in_risk"].sum()) if "burned_in_risk" in manifest else 0,
     )
     logger.info("%s", report.summary())
     return report
@@ -230,22 +298,116 @@ def ingest(
 # -- run ---------------------------------------------------------------------------------------------------------
 
 
-def _run(units: list[Unit], cohort: Path, options: IngestOptions, executor, disable) -> None:
-    """Decode every unit, flushing rows to ``parts/`` every few hundred units."""
+#: Codes of units that ``retry_failed`` decodes again.
+_RETRYABLE = frozenset({Reason.WORKER_DIED, Reason.OUT_OF_MEMORY})
+
+Outcome = tuple[list[dict], list[dict]]
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _run(units: list[Unit], cohort: Path, options: IngestOptions, pool: _IsolatingPool | None, disable) -> None:
+    """Decode every unit (in ``pool``, else in this process), flushing rows to ``parts/`` every few hundred units."""
     if not units:
         return
     writer = PartsWriter(cohort)
-    if executor is None:
-        results: Iterable = map(lambda u: _run_unit(u, options, str(cohort)), units)
-    else:
-        futures = [executor.submit(_run_unit, u, options, str(cohort)) for u in units]
-        results = (f.result() for f in as_completed(futures))
-    for unit_items, unit_rejections in tqdm(results, total=len(units), desc="ingest", unit="unit", disable=disable):
-        writer.add(unit_items, unit_rejections)
+    outcomes = pool.run(units, options, str(cohort)) if pool else (_run_unit(u, options, str(cohort)) for u in units)
+    for outcome in tqdm(outcomes, total=len(units), desc="ingest", unit="unit", disable=disable):
+        writer.add(*outcome)
     writer.flush()
 
 
-def _run_unit(unit: Unit, options: IngestOptions, cohort: str) -> tuple[list[dict], list[dict]]:
+class _IsolatingPool:
+    """A process pool with at most one unit in flight per worker, replaced when a worker dies.
+
+    :attr:`executor` is the pool in use (a new one after a death), which scanning also uses;
+    the caller shuts it down.
+    """
+
+    def __init__(self, executor: ProcessPoolExecutor, workers: int) -> None:
+        self.executor = executor
+        self.workers = workers
+
+    def run(self, units: list[Unit], options: IngestOptions, cohort: str) -> Iterator[Outcome]:
+        """The outcome of every unit, in the order they finish; a dead worker costs only its unit."""
+        queue = deque(units)
+        running: dict[Future, Unit] = {}
+        while queue or running:
+            while queue and len(running) < self.workers:
+                unit = queue.popleft()
+                running[self.executor.submit(_run_unit, unit, options, cohort)] = unit
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            suspects: list[Unit] = []
+            for future in finished:
+                unit = running.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    suspects.append(unit)
+            if not suspects:
+                continue
+            # the pool is broken: every unit still in flight fails with it; find out which one killed its worker
+            for future, unit in running.items():
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    suspects.append(unit)
+            running.clear()
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            logger.warning("a decoding process died; %d unit(s) in flight run again, one per process", len(suspects))
+            yield from _run_alone(suspects, options, cohort, self.workers)
+            self.executor = _new_pool(self.workers)
+
+
+def _run_alone(units: list[Unit], options: IngestOptions, cohort: str, workers: int) -> Iterator[Outcome]:
+    """Each unit in a spawned process of its own (``workers`` at a time): a death is that unit's rejection."""
+    context = multiprocessing.get_context("spawn")
+    pending = deque(units)
+    active: dict[Connection, tuple[Unit, multiprocessing.process.BaseProcess]] = {}
+    while pending or active:
+        while pending and len(active) < workers:
+            unit = pending.popleft()
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_run_unit_alone, args=(unit, options, cohort, send), daemon=True)
+            process.start()
+            send.close()  # the child holds the only sending end: its death makes ``receive`` ready (EOF)
+            active[receive] = (unit, process)
+        for receive in wait_for_connections(list(active)):
+            unit, process = active.pop(receive)
+            try:
+                outcome: Outcome | None = receive.recv()
+            except EOFError:
+                outcome = None
+            receive.close()
+            process.join()
+            yield outcome if outcome is not None else ([], _died(unit, process.exitcode))
+
+
+def _run_unit_alone(unit: Unit, options: IngestOptions, cohort: str, send: Connection) -> None:
+    """Child process of :func:`_run_alone`: decode one unit and send its outcome."""
+    send.send(_run_unit(unit, options, cohort))
+    send.close()
+
+
+def _died(unit: Unit, exitcode: int | None) -> list[dict]:
+    """The rejections of a unit whose decoding process died with ``exitcode`` (negative: the signal)."""
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown"
+        cause = " — out of memory?" if number == signal.SIGKILL else ""
+        how = f"signal {number} ({name}){cause}"
+    else:
+        how = f"exit code {exitcode}"
+    reason = f"decoder process died: {how}; rerun with retry_failed=True to try again"
+    return _unit_rejections(unit, "decode", reason, Reason.WORKER_DIED)
+
+
+def _run_unit(unit: Unit, options: IngestOptions, cohort: str) -> Outcome:
     """Decode one unit into items (arrays saved) or rejections (one per file); never raises."""
     items: list[dict] = []
     decoding = decode(unit, options)
@@ -265,19 +427,20 @@ def _run_unit(unit: Unit, options: IngestOptions, cohort: str) -> tuple[list[dic
                 **item.extra,
             })
         if not items:
-            raise IngestError("the file holds no image")
+            raise UnsupportedFileError("the file holds no image")
     except (IngestError, ConfigurationError) as error:
-        return [], _unit_rejections(unit, decoding.stage, str(error))
+        return [], _unit_rejections(unit, decoding.stage, str(error), code_of(error, stage=decoding.stage))
     except MemoryError:
-        return [], _unit_rejections(unit, decoding.stage, "out of memory while decoding")
+        return [], _unit_rejections(unit, decoding.stage, "out of memory while decoding", Reason.OUT_OF_MEMORY)
     except Exception as error:  # one bad unit must never stop the ingest; message scrubbed of quoted values
         reason = f"unexpected {type(error).__name__}: {scrub_message(error)}"
-        return [], _unit_rejections(unit, decoding.stage, reason)
+        return [], _unit_rejections(unit, decoding.stage, reason, code_of(error, stage=decoding.stage))
     return items, []
 
 
-def _unit_rejections(unit: Unit, stage: str, reason: str) -> list[dict]:
-    return [{"unit_id": unit.unit_id, "file": name, "stage": stage, "reason": reason} for name in unit.files]
+def _unit_rejections(unit: Unit, stage: str, reason: str, code: Reason) -> list[dict]:
+    return [{"unit_id": unit.unit_id, "file": name, "stage": stage, "reason": reason, "code": str(code)}
+            for name in unit.files]
 
 
 def _save_array(cohort: Path, item_id: str, array: np.ndarray) -> str:
@@ -294,36 +457,70 @@ def _save_array(cohort: Path, item_id: str, array: np.ndarray) -> str:
 
 
 def _merge(
-    cohort: Path, units: list[Unit], labels: KeyTable, sites: KeyTable, *, site_depth: int, institution_sites: bool
+    cohort: Path, units: list[Unit], labels: KeyTable, sites: KeyTable, *, site_depth: int, institution_sites: bool,
+    names: dict[str, str],
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """Rows of the current units from every part, with sites and labels; parts compacted into one."""
+    """Rows of the current units from every part, with sites and labels; parts compacted into one.
+
+    Units name their files by pseudonym; labels and sites are matched on the real names ``names``
+    (pseudonym → source-relative name), which never reach a row.
+    """
     by_id = {u.unit_id: u for u in units}
     item_rows, rejections = read_parts(cohort, by_id)
 
     rows = []
     for row in item_rows:
         unit = by_id[row["unit_id"]]
-        patient_key = next((labels.patient_of_file[f] for f in unit.files if f in labels.patient_of_file),
+        files = [names.get(f, f) for f in unit.files]
+        patient_key = next((labels.patient_of_file[f] for f in files if f in labels.patient_of_file),
                            unit.patient_key)
         keys = {"patient_key": patient_key, "study_key": unit.study_key, "series_key": unit.series_key}
-        site = sites.lookup(unit.files, institution=unit.institution, **keys)
+        site = sites.lookup(files, institution=unit.institution, **keys)
         if site is None and institution_sites:
             site = unit.institution
         if site is None:
-            parts_of_path = PurePosixPath(unit.files[0]).parts[:-1]
-            site = parts_of_path[site_depth] if len(parts_of_path) > site_depth else "unknown"
+            parts_of_path = PurePosixPath(files[0]).parts[:-1]
+            site = _printable(parts_of_path[site_depth]) if len(parts_of_path) > site_depth else "unknown"
         rows.append({
             **{k: v for k, v in row.items() if k != "unit_id"},
             **keys,
             "site": site,
             "modality": unit.modality,
-            "label": labels.lookup(unit.files, **keys),
+            "label": labels.lookup(files, **keys),
         })
     manifest = pd.DataFrame(rows, columns=None if rows else list(MANIFEST_COLUMNS))
     for column in ("frame", "tile_x", "tile_y", "tile_level"):
         if column in manifest:
             manifest[column] = manifest[column].astype("Int64")
-    return manifest, [{k: r[k] for k in ("file", "stage", "reason")} for r in rejections]
+    if "burned_in_risk" in manifest:
+        manifest["burned_in_risk"] = manifest["burned_in_risk"].fillna(0).astype(bool)
+    return manifest, [{"file": r["file"], "stage": r["stage"], "reason": r["reason"], "code": r.get("code")}
+                      for r in rejections]
+
+
+def _check_cohort(cohort: Path, key: bytes) -> str:
+    """The cohort's id (a new random one for a new cohort), after refusing a key other than the cohort's."""
+    cohort_id, fingerprint = cohort_identity(cohort)
+    check_cohort_key(fingerprint, key)
+    return cohort_id or uuid.uuid4().hex[:16]
+
+
+def _pseudonymise(cohort_id: str, key: bytes, records: list[dict], skipped: list[dict]) -> dict[str, str]:
+    """Name the skipped entries by pseudonym like the records, and keep the map back in the private file.
+
+    Returns pseudonym → source-relative name, for matching labels and sites in this process.
+    """
+    names = {r["file"]: r["name"] for r in records}
+    for row in skipped:
+        pseudonym = source_pseudonym(key, row["file"])
+        names[pseudonym], row["file"] = row["file"], pseudonym
+    write_source_map(cohort_id, names)
+    return names
+
+
+def _printable(name: str) -> str:
+    """A folder name that can be written whatever its encoding (bytes that are not UTF-8 as escapes)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _delete_orphan_arrays(cohort: Path, kept: set[str]) -> None:

@@ -1,9 +1,10 @@
 """What makes ingest restartable: the scan state and the parts journal, both in the cohort folder.
 
 ``COHORT/ingest_state.parquet``
-    One scan record per file (size, mtime, digest, format, rejection, DICOM header
-    with hashed identifiers), so an unchanged file (same size and mtime) is not read
-    again. It is tied to the pseudonym key: another key starts from nothing.
+    One scan record per file (its keyed pseudonym, never its name; size, mtime, digest,
+    format, rejection, DICOM header with hashed identifiers), so an unchanged file (same
+    size and mtime) is not read again. It is tied to the pseudonym key: another key starts
+    from nothing.
 ``COHORT/parts/*.parquet``
     The rows of decoded units (items and rejections, as JSON), written every
     :data:`FLUSH_EVERY` units. A unit with rows here is not decoded again, so an
@@ -30,8 +31,8 @@ STATE_FILE = "ingest_state.parquet"
 PARTS = "parts"
 #: Units decoded between two writes of a part.
 FLUSH_EVERY = 256
-_STATE_VERSION = 1
-_STATE_COLUMNS = ["file", "size", "mtime_ns", "digest", "format", "stage", "reason", "header"]
+_STATE_VERSION = 2  # 2: files by pseudonym, rejection codes, DICOM stack elements
+_STATE_COLUMNS = ["file", "size", "mtime_ns", "digest", "format", "stage", "code", "reason", "header", "stack"]
 
 
 def read_state(cohort: Path, key: bytes) -> dict[str, dict]:
@@ -41,7 +42,9 @@ def read_state(cohort: Path, key: bytes) -> dict[str, dict]:
         return {}
     state = pd.read_parquet(path)
     fingerprint = key_fingerprint(key)
-    if state.empty or (state["state_key"].iloc[0] != fingerprint) or int(state["version"].iloc[0]) != _STATE_VERSION:
+    if state.empty or "version" not in state or int(state["version"].iloc[0]) != _STATE_VERSION or (
+        state["state_key"].iloc[0] != fingerprint
+    ):
         return {}
     state = state.drop(columns=["state_key", "version"]).astype(object).where(state.notna(), None)
     return {row["file"]: row for row in state.to_dict("records")}

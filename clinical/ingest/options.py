@@ -1,9 +1,9 @@
 """The ingest options and their defaults, kept here once.
 
 :class:`IngestOptions` is what decoding needs besides the files: windowing,
-resampling, slide and photograph tiling, the decompression-bomb guard. Its
-field defaults are the defaults of :func:`clinical.ingest.ingest`, of
-``clinical ingest`` and of the served model; :data:`DEFAULTS` is an instance
+resampling, slide and photograph tiling, the decoded-size budget, the decompression-bomb
+guard, burned-in annotation. Its field defaults are the defaults of
+:func:`clinical.ingest.ingest`, of ``clinical ingest`` and of the served model; :data:`DEFAULTS` is an instance
 holding them. The options are PHI-free and hold no key, so they are written to
 ``cohort.json`` and into a served model's spec as they are, and read back with
 :meth:`IngestOptions.from_dict`.
@@ -21,6 +21,7 @@ from typing import Any
 from clinical.errors import ConfigurationError
 from clinical.ingest.dicom import CT_WINDOWS, DEFAULT_CT_WINDOW
 from clinical.ingest.identity import key_fingerprint
+from clinical.ingest.reasons import Reason, Rejected
 from clinical.ingest.resample import validate_target
 
 __all__ = ["DEFAULTS", "DEFAULT_EXCLUDE", "MAX_DEFAULT_WORKERS", "IngestOptions", "default_workers"]
@@ -54,6 +55,16 @@ class IngestOptions:
     max_pixels
         Decompression-bomb guard for photographs (None: ``PIL.Image.MAX_IMAGE_PIXELS``; PIL
         itself refuses anything over twice its own limit whatever this says).
+    max_decoded_mb
+        The decoded-size budget of one unit in MiB, checked from the headers before any pixel is
+        allocated, for every format: DICOM Rows × Columns × Number of Frames × Samples per Pixel ×
+        Bits Allocated, NIfTI dims × bitpix, the slide level read whole, a photograph's size × its
+        mode's bytes; a gzip stream is never inflated past it. Decoding works in float32 and
+        makes a copy or two, so peak memory per worker is a few times this. Over it, the unit is
+        rejected with code ``too-large`` (:mod:`clinical.ingest.reasons`).
+    keep_burned_in
+        Keep DICOM images whose Burned In Annotation (0028,0301) is YES (text, often the patient's
+        name, drawn into the pixels); by default they are rejected (code ``burned-in-annotation``).
 
     Raises
     ------
@@ -70,6 +81,8 @@ class IngestOptions:
     min_tissue: float = 0.5
     photo_tile: int | None = None
     max_pixels: int | None = None
+    max_decoded_mb: float = 1024.0
+    keep_burned_in: bool = False
 
     def __post_init__(self) -> None:
         if self.ct_window != "header" and self.ct_window not in CT_WINDOWS:
@@ -82,6 +95,12 @@ class IngestOptions:
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
                 raise ConfigurationError(f"{name} must be a positive integer or None; got {value!r}.")
+        if isinstance(self.max_decoded_mb, bool) or not isinstance(self.max_decoded_mb, int | float) or not (
+            0 < self.max_decoded_mb < float("inf")
+        ):
+            raise ConfigurationError(f"max_decoded_mb must be a positive number of MiB; got {self.max_decoded_mb!r}.")
+        if not isinstance(self.keep_burned_in, bool):
+            raise ConfigurationError(f"keep_burned_in must be True or False; got {self.keep_burned_in!r}.")
         if not 0.0 <= self.min_tissue <= 1.0:
             raise ConfigurationError(f"min_tissue must be a fraction in [0, 1]; got {self.min_tissue!r}.")
         normalised = {
@@ -90,9 +109,32 @@ class IngestOptions:
             "tile_size": int(self.tile_size),
             "tile_level": int(self.tile_level),
             "min_tissue": float(self.min_tissue),
+            "max_decoded_mb": float(self.max_decoded_mb),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """:attr:`max_decoded_mb` in bytes."""
+        return int(self.max_decoded_mb * (1 << 20))
+
+    def check_decoded_size(self, nbytes: int, what: str) -> None:
+        """Refuse a decode whose header claims ``nbytes`` of pixels, more than :attr:`max_decoded_mb`.
+
+        ``what`` says where the claim comes from (e.g. ``"Rows × Columns × ... = 60000×60000×1000×1×16 bits"``).
+
+        Raises
+        ------
+        clinical.ingest.reasons.Rejected
+            With code ``too-large``, naming the claimed size and the limit.
+        """
+        if nbytes > self.max_decoded_bytes:
+            raise Rejected(
+                Reason.TOO_LARGE,
+                f"decoded size {_mib(nbytes)} MiB claimed by the header ({what}) exceeds the budget "
+                f"max_decoded_mb={self.max_decoded_mb:g}; raise --max-decoded-mb to ingest it",
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> IngestOptions:
@@ -108,6 +150,10 @@ class IngestOptions:
         """Changes when any option or the pseudonym key changes (the key itself is not revealed)."""
         public = {**self.as_dict(), "key": key_fingerprint(key)}
         return hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):,.1f}"
 
 
 #: The default options.

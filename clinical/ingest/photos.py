@@ -2,7 +2,13 @@
 
 - The pixel count is checked from the header before any decoding; an image over
   ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx) is a
-  rejection, never a decompressed allocation.
+  rejection, never a decompressed allocation. So is one whose size × its mode's bytes per
+  pixel exceeds ``max_decoded_mb``. PIL's own bomb limits are relied on as the outer wall:
+  ``Image.open`` raises over twice ``MAX_IMAGE_PIXELS`` (caught as ``too-large``), PNG text
+  chunks stay under ``PngImagePlugin.MAX_TEXT_CHUNK``, and ``ImageFile.LOAD_TRUNCATED_IMAGES``
+  is left False, so that a truncated file raises instead of loading grey.
+- Pixel integrity: a load that raises or warns about truncated or corrupt data is a
+  ``corrupt-pixels`` rejection (:mod:`clinical.ingest.reasons`), not an item.
 - ``ImageOps.exif_transpose`` applies the camera's orientation (EXIF 0x0112).
 - 8-bit images stay uint8; 16-bit greyscale (modes ``I;16*``, ``I``) stays uint16;
   float images are scaled to [0, 1] and stored as uint16.
@@ -24,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from clinical.errors import IngestError, UnsupportedFileError
+from clinical.ingest.reasons import Reason, Rejected, looks_corrupt
 from clinical.ingest.units import DecodedItem, Unit
 
 if TYPE_CHECKING:
@@ -34,45 +41,76 @@ __all__ = ["decode", "read_photo", "tiles_of"]
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def read_photo(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+def read_photo(
+    path: str | Path, *, max_pixels: int | None = None, options: IngestOptions | None = None
+) -> np.ndarray:
     """Read a photograph as (C, H, W), uint8 or uint16, channels RGB or L.
+
+    ``options`` give the decoded-size budget (``max_decoded_mb``), checked before decoding.
 
     Raises
     ------
+    clinical.ingest.reasons.Rejected
+        ``too-large`` when the image has more than ``max_pixels`` pixels (a decompression bomb)
+        or its decoded size exceeds the budget; ``corrupt-pixels`` when the data is truncated or damaged.
     UnsupportedFileError
-        When the image has more than ``max_pixels`` pixels (a decompression bomb) or is empty.
+        When the image is empty.
     IngestError
-        When the file cannot be decoded (truncated, corrupt).
+        When the file cannot be decoded otherwise.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     with open(path, "rb") as handle:
         if handle.read(4) in _TIFF_MAGIC:
-            return _read_tiff(path, limit)
+            return _read_tiff(path, limit, options)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except Image.DecompressionBombError as error:
-        raise UnsupportedFileError(f"decompression bomb refused by PIL ({error.args[0][:80]})") from error
+        raise Rejected(Reason.TOO_LARGE, f"decompression bomb refused by PIL ({error.args[0][:80]})") from error
     except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-        raise IngestError(f"PIL cannot open the image ({type(error).__name__})") from error
+        code = Reason.CORRUPT_PIXELS if looks_corrupt(str(error)) else Reason.DECODE_ERROR
+        raise Rejected(code, f"PIL cannot open the image ({type(error).__name__}: {str(error)[:80]})") from error
     with image:
         width, height = image.size
         if width * height == 0:
             raise UnsupportedFileError(f"empty image ({width}×{height} pixels)")
         if limit and width * height > limit:
-            raise UnsupportedFileError(
-                f"decompression bomb guard: {width}×{height} = {width * height} pixels exceeds max_pixels={limit}"
+            raise Rejected(
+                Reason.TOO_LARGE,
+                f"decompression bomb guard: {width}×{height} = {width * height} pixels exceeds max_pixels={limit}",
             )
+        if options is not None:
+            depth = _bytes_per_pixel(image.mode)
+            options.check_decoded_size(width * height * depth, f"{width}×{height} pixels × {depth} bytes")
         try:
-            image.load()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image.load()
+            damaged = [str(w.message) for w in caught if looks_corrupt(str(w.message))]
+            if damaged:
+                raise Rejected(Reason.CORRUPT_PIXELS, f"the image data is damaged (PIL warned: {damaged[0][:80]})")
             image = ImageOps.exif_transpose(image)
             arr = _to_array(image)
         except (UnsupportedFileError, IngestError):
             raise
         except Exception as error:  # truncated files raise OSError during load
-            raise IngestError(f"the image data cannot be decoded ({type(error).__name__}: {error})") from error
+            text = f"{type(error).__name__}: {str(error)[:80]}"
+            if looks_corrupt(str(error)):
+                raise Rejected(Reason.CORRUPT_PIXELS, f"the image data is truncated or corrupt ({text})") from error
+            raise IngestError(f"the image data cannot be decoded ({text})") from error
     return arr
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of the array decoding makes from an image of ``mode`` (palettes become RGB)."""
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return 2
+    if mode in ("I", "F"):
+        return 4
+    if mode in ("1", "L", "LA", "La"):
+        return 1
+    return 4 if mode in ("RGBA", "CMYK", "RGBX", "RGBa", "PA") else 3
 
 
 def tiles_of(image: np.ndarray, tile: int) -> Iterator[tuple[np.ndarray, int, int]]:
@@ -88,7 +126,7 @@ def tiles_of(image: np.ndarray, tile: int) -> Iterator[tuple[np.ndarray, int, in
 
 def decode(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
     """The photograph, or with ``options.photo_tile`` its tiles; spacing unknown (NaN)."""
-    image = read_photo(unit.paths[0], max_pixels=options.max_pixels)
+    image = read_photo(unit.paths[0], max_pixels=options.max_pixels, options=options)
     spacing = [float("nan"), float("nan")]
     if options.photo_tile is None:
         yield DecodedItem(image, "photo", spacing)
@@ -115,21 +153,31 @@ def _to_array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _read_tiff(path: str | Path, limit: int | None) -> np.ndarray:
-    """The first page of a flat TIFF at its own bit depth."""
+def _read_tiff(path: str | Path, limit: int | None, options: IngestOptions | None) -> np.ndarray:
+    """The first page of a flat TIFF at its own bit depth, its size checked from the IFD before decoding."""
     import tifffile
 
+    from clinical.ingest.slides import quiet_tifffile
+
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             if limit and int(np.prod(page.shape[:2])) > limit:
-                raise UnsupportedFileError(
-                    f"decompression bomb guard: {page.shape[1]}×{page.shape[0]} pixels exceeds max_pixels={limit}"
+                raise Rejected(
+                    Reason.TOO_LARGE,
+                    f"decompression bomb guard: {page.shape[1]}×{page.shape[0]} pixels exceeds max_pixels={limit}",
                 )
+            if options is not None:
+                shape = "×".join(str(int(d)) for d in page.shape)
+                options.check_decoded_size(int(np.prod(page.shape)) * page.dtype.itemsize,
+                                           f"TIFF page {shape} of {page.dtype}")
             arr = page.asarray()
-    except UnsupportedFileError:
+    except Rejected:
         raise
-    except Exception as error:  # tifffile raises TiffFileError, ValueError, ... on broken files
+    except Exception as error:  # tifffile raises TiffFileError, ValueError, codec errors ... on broken files
+        if looks_corrupt(str(error)) or "codec" in type(error).__module__.lower():
+            reason = f"the TIFF pixel data is truncated or corrupt ({type(error).__name__}: {str(error)[:80]})"
+            raise Rejected(Reason.CORRUPT_PIXELS, reason) from error
         raise IngestError(f"the TIFF cannot be decoded ({type(error).__name__})") from error
     if arr.ndim == 2:
         arr = arr[None]

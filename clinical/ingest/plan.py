@@ -4,7 +4,9 @@ A unit is a DICOM series volume (``dicom_volume``), a DICOM image (``dicom_image
 a multi-frame file (``dicom_multiframe``), a NIfTI file, a slide or a photograph;
 the name is the decoder's (see :func:`clinical.ingest.decode.decoder_for`). Files
 with the same content as an earlier one are rejected as duplicates (they would
-leak across splits), and inconsistent series here (see :mod:`clinical.ingest.series`).
+leak across splits), and so are further copies of one DICOM instance; a series is
+split into stacks, each a volume or, when its slices cannot form one, 2D images
+(see :mod:`clinical.ingest.series`).
 
 A unit's id is a digest of its decoder, its files and their digests, and the
 options' fingerprint: a unit already decoded with the same id is not decoded again.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import PurePosixPath
 
 from clinical.cohort.digest import files_digest
@@ -24,64 +27,115 @@ from clinical.errors import InvalidSeriesError
 from clinical.ingest.dicom import VOLUME_MODALITIES, DicomHeader
 from clinical.ingest.identity import keyed_hash
 from clinical.ingest.options import IngestOptions
-from clinical.ingest.series import order_slices
+from clinical.ingest.reasons import Reason
+from clinical.ingest.series import order_slices, pick_instance, split_stacks
 from clinical.ingest.units import Unit
 
 __all__ = ["plan_units"]
 
+logger = logging.getLogger(__name__)
+
 
 def plan_units(records: list[dict], options: IngestOptions, *, key: bytes) -> tuple[list[Unit], list[dict]]:
-    """Units of work and the rejections known before decoding (scan errors, duplicates, bad series).
+    """Units of work and the rejections known before decoding (scan errors, duplicates).
 
-    ``records`` are :func:`clinical.ingest.scan.scan` records (with ``path``); rejections are
-    ``{"file", "stage", "reason"}`` rows.
+    ``records`` are :func:`clinical.ingest.scan.scan` records (with ``path``, and ``name``, the
+    source-relative name the folder keys are made from; ``file`` names the file in every output);
+    rejections are ``{"file", "stage", "code", "reason"}`` rows.
     """
     rejections: list[dict] = []
     first_of_digest: dict[str, str] = {}
     usable = []
     for record in records:
         if record["stage"] is not None:
-            rejections.append({"file": record["file"], "stage": record["stage"], "reason": record["reason"]})
+            code = record.get("code") or str(Reason.UNSUPPORTED)
+            rejections.append(_rejection(record["file"], record["stage"], code, record["reason"]))
         elif record["digest"] in first_of_digest:
-            rejections.append({"file": record["file"], "stage": "detect",
-                               "reason": f"duplicate: same content as {first_of_digest[record['digest']]}"})
+            rejections.append(_rejection(record["file"], "detect", Reason.DUPLICATE_CONTENT,
+                                         f"duplicate: same content as {first_of_digest[record['digest']]}"))
         else:
             first_of_digest[record["digest"]] = record["file"]
             usable.append(record)
+    usable = _unique_instances(usable, rejections)
     fingerprint = options.fingerprint(key)
     units: list[Unit] = []
     series: dict[str, list[tuple[dict, DicomHeader]]] = {}
     for record in usable:
-        name = record["file"]
         if record["format"] != "dicom":
             units.append(_file_unit(record, fingerprint, key))
             continue
         header = DicomHeader(**_header_fields(record["header"]))
         if not header.has_pixels or header.rows == 0 or header.columns == 0:
             reason = f"not an image: {header.sop_class} without Pixel Data (7FE0,0010) or Rows/Columns"
-            rejections.append({"file": name, "stage": "detect", "reason": reason})
+            rejections.append(_rejection(record["file"], "detect", Reason.NO_IMAGE, reason))
         elif header.frames == 1 and header.modality in VOLUME_MODALITIES and header.series_key:
             series.setdefault(header.series_key, []).append((record, header))
         else:
             decoder = "dicom_multiframe" if header.frames > 1 else "dicom_image"
             units.append(_dicom_unit(decoder, [record], header, fingerprint, key))
     for members in series.values():
-        if len(members) == 1 or all(h.position is None and h.orientation is None for _, h in members):
-            # a lone slice, or slices with no geometry at all (scouts, secondary captures): 2D images
-            units.extend(_dicom_unit("dicom_image", [r], h, fingerprint, key) for r, h in members)
-            continue
         headers = [h for _, h in members]
-        try:
-            order, spacing = order_slices(
-                [(h.rows, h.columns) for h in headers], [h.position for h in headers], [h.orientation for h in headers]
-            )
-        except InvalidSeriesError as error:
-            reason = f"{error} ({len(members)} files of one series)"
-            rejections.extend({"file": r["file"], "stage": "group", "reason": reason} for r, _ in members)
-            continue
-        ordered = [members[i][0] for i in order]
-        units.append(_dicom_unit("dicom_volume", ordered, headers[0], fingerprint, key, spacing=spacing))
+        stacks = split_stacks(
+            [json.loads(r["stack"]) if r.get("stack") else None for r, _ in members],
+            [(h.rows, h.columns) for h in headers], [h.position for h in headers], [h.orientation for h in headers],
+        )
+        for stack in stacks:
+            units.extend(_stack_units([members[i] for i in stack], fingerprint, key))
     return units, rejections
+
+
+def _stack_units(members: list[tuple[dict, DicomHeader]], fingerprint: str, key: bytes) -> list[Unit]:
+    """One volume of the slices of one stack, or 2D images when they cannot form one (the reason logged)."""
+    if len(members) == 1 or all(h.position is None and h.orientation is None for _, h in members):
+        # a lone slice, or slices with no geometry at all (scouts, secondary captures): 2D images
+        return [_dicom_unit("dicom_image", [r], h, fingerprint, key) for r, h in members]
+    headers = [h for _, h in members]
+    try:
+        order, spacing = order_slices(
+            [(h.rows, h.columns) for h in headers], [h.position for h in headers], [h.orientation for h in headers]
+        )
+    except InvalidSeriesError as error:
+        logger.info("%d slices of one series stack cannot form a volume (%s): ingested as 2D images",
+                    len(members), error)
+        return [_dicom_unit("dicom_image", [r], h, fingerprint, key) for r, h in members]
+    ordered = [members[i][0] for i in order]
+    return [_dicom_unit("dicom_volume", ordered, headers[0], fingerprint, key, spacing=spacing)]
+
+
+def _unique_instances(records: list[dict], rejections: list[dict]) -> list[dict]:
+    """Keep one file per instance (see :mod:`clinical.ingest.series` and :func:`~clinical.ingest.series.pick_instance`).
+
+    An instance is its SOP Instance UID with its matrix (Rows, Columns, Number of Frames, Samples
+    per Pixel, Bits Allocated): the same instance transcoded keeps them; other copies are rejected.
+    """
+    copies: dict[str, list[int]] = {}
+    stacks = [json.loads(r["stack"]) if r["format"] == "dicom" and r.get("stack") else {} for r in records]
+    for index, stack in enumerate(stacks):
+        if stack.get("instance"):
+            header = json.loads(records[index]["header"])
+            identity = (stack["instance"], header["rows"], header["columns"], header["frames"],
+                        stack.get("samples"), stack.get("bits"))
+            copies.setdefault(json.dumps(identity), []).append(index)
+    dropped: set[int] = set()
+    for indices in copies.values():
+        if len(indices) < 2:
+            continue
+        kept = indices[pick_instance([records[i]["file"] for i in indices],
+                                     [stacks[i].get("transfer_syntax") for i in indices])]
+        for i in indices:
+            if i != kept:
+                dropped.add(i)
+                syntax = stacks[i].get("transfer_syntax") or "unknown"
+                rejections.append(_rejection(
+                    records[i]["file"], "group", Reason.DUPLICATE_INSTANCE,
+                    f"duplicate instance: same SOP Instance UID (0008,0018) as {records[kept]['file']}, "
+                    f"stored again (transfer syntax {syntax}); kept once",
+                ))
+    return [r for i, r in enumerate(records) if i not in dropped]
+
+
+def _rejection(file: str, stage: str, code: Reason | str, reason: str) -> dict:
+    return {"file": file, "stage": stage, "code": str(code), "reason": reason}
 
 
 def _header_fields(text: str) -> dict:
@@ -101,7 +155,7 @@ def _dicom_unit(
     decoder: str, records: list[dict], header: DicomHeader, fingerprint: str, key: bytes, spacing: float | None = None
 ) -> Unit:
     names = [r["file"] for r in records]
-    folder_keys = _folder_keys(names[0], key)
+    folder_keys = _folder_keys(records[0].get("name", names[0]), key)
     digest = records[0]["digest"] if len(records) == 1 else files_digest(r["digest"] for r in records)
     plane = header.pixel_spacing or (float("nan"), float("nan"))
     return Unit(
@@ -120,7 +174,7 @@ def _dicom_unit(
 
 
 def _file_unit(record: dict, fingerprint: str, key: bytes) -> Unit:
-    patient, study, series = _folder_keys(record["file"], key)
+    patient, study, series = _folder_keys(record.get("name", record["file"]), key)
     decoder = record["format"]
     modality = {"slide": "SM", "photo": "XC", "nifti": "OT"}[decoder]
     return Unit(

@@ -1,20 +1,24 @@
 """Finding the input files and scanning each once: content digest, format by content, DICOM header.
 
-:func:`walk` lists the files of the sources by their source-relative names
-(sidecar files such as ``*.csv`` are excluded by name). :func:`scan` gives one
-PHI-free record per file; unchanged files (same size and mtime) reuse the record
-kept in the scan state (see :mod:`clinical.ingest.journal`).
+:func:`walk_all` accounts for every entry under the sources: the input files by their
+source-relative names, and every other entry skipped with a code and a reason (sidecar
+files such as ``*.csv`` by name, FIFOs, unreadable folders, link loops, dangling links).
+:func:`scan` gives one PHI-free record per file, named by its keyed pseudonym; unchanged
+files (same size and mtime) reuse the record kept in the scan state (see
+:mod:`clinical.ingest.journal`).
 :func:`sources_fingerprint` tells cheaply whether anything changed since.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
-from collections.abc import Collection, Sequence
+import stat
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from itertools import repeat
 from pathlib import Path
 
@@ -24,10 +28,13 @@ from clinical.cohort.digest import bytes_digest, file_digest
 from clinical.errors import ConfigurationError, IngestError
 from clinical.ingest import dicom, slides
 from clinical.ingest.detect import detect_format
+from clinical.ingest.identity import source_pseudonym
 from clinical.ingest.journal import read_state, write_state
 from clinical.ingest.options import DEFAULT_EXCLUDE
+from clinical.ingest.reasons import Reason
+from clinical.ingest.series import read_stack
 
-__all__ = ["as_list", "scan", "scan_file", "sources_fingerprint", "walk"]
+__all__ = ["Walk", "as_list", "scan", "scan_file", "sources_fingerprint", "walk", "walk_all"]
 
 _IN_MEMORY_BYTES = 64 << 20
 
@@ -37,6 +44,18 @@ def as_list(sources: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(sources)] if isinstance(sources, str | Path) else [Path(s) for s in sources]
 
 
+@dataclass
+class Walk:
+    """What :func:`walk_all` met: the input files, and every other entry with why it is skipped.
+
+    ``files`` are (path, source-relative name) pairs sorted by name; ``skipped`` are rejection rows
+    ``{"file", "stage": "walk", "code", "reason"}`` (see :mod:`clinical.ingest.reasons`).
+    """
+
+    files: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
 def walk(
     sources: str | Path | Sequence[str | Path],
     *,
@@ -44,10 +63,27 @@ def walk(
     skip: Collection[Path] = (),
     cohort: Path | None = None,
 ) -> list[tuple[str, str]]:
-    """(absolute path, source-relative posix name) of every input file, sorted by name.
+    """(path, source-relative posix name) of every input file, sorted by name (see :func:`walk_all`)."""
+    return walk_all(sources, exclude=exclude, skip=skip, cohort=cohort).files
 
-    Files in ``skip`` (resolved paths) or inside the folder ``cohort`` are left out.
-    With several sources, names start with their folder's name.
+
+def walk_all(
+    sources: str | Path | Sequence[str | Path],
+    *,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    skip: Collection[Path] = (),
+    cohort: Path | None = None,
+) -> Walk:
+    """Every entry under the sources: input files, and skipped entries each with a code and a reason.
+
+    Skipped, never silently: files matching ``exclude`` (the patterns of
+    :data:`~clinical.ingest.options.DEFAULT_EXCLUDE` as ``unsupported``, other patterns as
+    ``excluded``), FIFOs, sockets and devices (``not-regular-file``), folders that cannot be
+    listed (``unreadable-folder``), links that lead back into themselves (``link-loop``) or
+    nowhere (``dangling-link``), the labels/sites tables ``skip`` and the cohort folder
+    ``cohort`` (``excluded``). Links to files and folders are followed. Names in any encoding
+    and paths of any length are met; what the operating system cannot open is rejected later
+    with the reason. With several sources, names start with their folder's name.
 
     Raises
     ------
@@ -58,25 +94,107 @@ def walk(
     if not roots:
         raise ConfigurationError("No sources given; pass at least one folder or file to ingest.")
     prefix = len(roots) > 1
+    result = Walk()
     found: dict[str, str] = {}
     for root in roots:
-        if not root.exists():
+        if not os.path.lexists(root):
             raise ConfigurationError(f"The source {root} does not exist.")
-        base = root.parent if root.is_file() else root
-        candidates = [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())
-        for path in candidates:
-            resolved = path.resolve()
-            if (resolved in skip or (cohort is not None and cohort in resolved.parents)
-                    or any(fnmatch.fnmatch(path.name, e) for e in exclude)):
-                continue
-            rel = path.relative_to(base).as_posix()
-            name = f"{base.name}/{rel}" if prefix else rel
-            if found.setdefault(name, str(path)) != str(path):
+        if root.is_file():
+            entries: Iterable[tuple[str, str]] = [(str(root), root.name)]
+        else:
+            entries = _entries(str(root), "", frozenset(), result, exclude=exclude, skip=skip, cohort=cohort)
+        for path, rel in entries:
+            name = f"{root.name if root.is_dir() else root.parent.name}/{rel}" if prefix else rel
+            if found.setdefault(name, path) != path:
                 raise ConfigurationError(
-                    f"Two sources give the same name {name!r}: sources are named by their folder. "
+                    f"Two sources give the same name (file {len(found)}): sources are named by their folder. "
                     "Ingest them one at a time, or give folders with different names."
                 )
-    return sorted(((path, name) for name, path in found.items()), key=lambda item: item[1])
+        if prefix:
+            for row in result.skipped:
+                if not row.get("_prefixed"):
+                    row["file"], row["_prefixed"] = f"{root.name}/{row['file']}", True
+    for row in result.skipped:
+        row.pop("_prefixed", None)
+    result.files = sorted(((path, name) for name, path in found.items()), key=lambda item: item[1])
+    result.skipped.sort(key=lambda row: row["file"])
+    return result
+
+
+def _entries(
+    folder: str,
+    rel: str,
+    ancestors: frozenset[tuple[int, int]],
+    result: Walk,
+    *,
+    exclude: Sequence[str],
+    skip: Collection[Path],
+    cohort: Path | None,
+) -> Iterator[tuple[str, str]]:
+    """(path, relative name) of the regular files under ``folder``, recording every other entry in ``result``."""
+    try:
+        here = os.stat(folder)
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as error:
+        if rel:  # the root itself was checked by the caller; a root that cannot be listed is a configuration error
+            _skip(result, rel + "/", Reason.UNREADABLE_FOLDER,
+                  f"the folder cannot be listed ({_os_error(error)}), so its files cannot be counted")
+            return
+        raise ConfigurationError(f"The source folder {folder} cannot be listed ({_os_error(error)}).") from error
+    ancestors = ancestors | {(here.st_dev, here.st_ino)}
+    for entry in entries:
+        path = os.path.join(folder, entry.name)
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        try:
+            is_link = entry.is_symlink()
+            info = os.stat(path)  # follows links
+        except OSError as error:
+            if is_link and error.errno == errno.ELOOP:
+                _skip(result, name, Reason.LINK_LOOP, "a symbolic link that leads back into itself")
+            elif is_link and error.errno == errno.ENOENT:
+                _skip(result, name, Reason.DANGLING_LINK, "a symbolic link whose target does not exist")
+            else:
+                yield path, name  # the scan records why it cannot be read (e.g. a path longer than PATH_MAX)
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            if (info.st_dev, info.st_ino) in ancestors:
+                _skip(result, name + "/", Reason.LINK_LOOP, "a symbolic link to a folder above it (a loop)")
+            elif cohort is not None and _same(path, cohort):
+                _skip(result, name + "/", Reason.EXCLUDED, "the cohort folder this ingest writes")
+            else:
+                yield from _entries(path, name, ancestors, result, exclude=exclude, skip=skip, cohort=cohort)
+        elif not stat.S_ISREG(info.st_mode):
+            kind = "FIFO" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode) else "device"
+            _skip(result, name, Reason.NOT_REGULAR_FILE, f"a {kind}, not a regular file")
+        elif any(_same(path, p) for p in skip):
+            _skip(result, name, Reason.EXCLUDED, "a labels or sites table of this ingest")
+        else:
+            pattern = next((e for e in exclude if fnmatch.fnmatch(entry.name, e)), None)
+            if pattern is None:
+                yield path, name
+            elif pattern in DEFAULT_EXCLUDE:
+                _skip(result, name, Reason.UNSUPPORTED,
+                      f"not an image: hidden files and notes/tables ({pattern}) are not ingested")
+            else:
+                _skip(result, name, Reason.EXCLUDED, f"excluded by the pattern {pattern!r}")
+
+
+def _skip(result: Walk, name: str, code: Reason, reason: str) -> None:
+    result.skipped.append({"file": name, "stage": "walk", "code": str(code), "reason": reason})
+
+
+def _same(path: str, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def _os_error(error: OSError) -> str:
+    """The error's kind without its path (``PermissionError``, ``ENAMETOOLONG``)."""
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{type(error).__name__}{f', {code}' if code else ''}"
 
 
 def scan(
@@ -84,77 +202,91 @@ def scan(
 ) -> list[dict]:
     """One PHI-free record per file of :func:`walk` (digest, format, DICOM header with hashed identifiers).
 
-    Records of unchanged files come from the cohort's scan state, which is then replaced.
-    ``executor`` scans in worker processes (None: in this one); ``disable`` hides the progress bar.
+    A record's ``file`` is the file's keyed pseudonym (:func:`~clinical.ingest.identity.source_pseudonym`),
+    never its name: the name may carry PHI. The records returned also hold, for this process only,
+    ``name`` (the source-relative name) and ``path``. Records of unchanged files come from the
+    cohort's scan state, which is then replaced. ``executor`` scans in worker processes (None: in
+    this one); ``disable`` hides the progress bar.
     """
     previous = read_state(cohort, key)
+    pseudonyms = [source_pseudonym(key, name) for _, name in found]
     records: list[dict | None] = []
     todo: list[tuple[int, str, str]] = []
-    for index, (path, name) in enumerate(found):
-        old = previous.get(name)
+    for index, ((path, _), pseudonym) in enumerate(zip(found, pseudonyms, strict=True)):
+        old = previous.get(pseudonym)
         try:
-            stat = os.stat(path)
-        except OSError:  # vanished since the walk: scan_file records why
+            info = os.stat(path)
+        except OSError:  # vanished since the walk, or a path the system cannot open: scan_file records why
             old = None
-        if old is not None and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns:
+        if old is not None and old["size"] == info.st_size and old["mtime_ns"] == info.st_mtime_ns:
             records.append(old)
         else:
             records.append(None)
-            todo.append((index, path, name))
-    tasks = ([path for _, path, _ in todo], [name for _, _, name in todo], repeat(key))
+            todo.append((index, path, pseudonym))
+    tasks = ([path for _, path, _ in todo], [p for _, _, p in todo], repeat(key))
     results = executor.map(scan_file, *tasks, chunksize=32) if executor else map(scan_file, *tasks)
     bar = tqdm(zip(todo, results, strict=True), total=len(todo), desc="scan", unit="file", disable=disable)
     for (index, _, _), record in bar:
         records[index] = record
     write_state(cohort, key, records)
-    return [{**record, "path": path} for record, (path, _) in zip(records, found, strict=True)]
+    return [{**record, "name": name, "path": path} for record, (path, name) in zip(records, found, strict=True)]
 
 
 def scan_file(path: str, name: str, key: bytes) -> dict:
-    """The scan record of one file; never raises, so one odd file cannot stop the scan.
+    """The scan record of one file named ``name`` in the record; never raises, so one odd file cannot stop the scan.
 
-    A record whose ``stage`` is not None is a rejection with its ``reason``; otherwise
-    ``format`` is one of ``dicom``, ``nifti``, ``slide``, ``photo``.
+    A record whose ``stage`` is not None is a rejection with its ``code`` and ``reason``;
+    otherwise ``format`` is one of ``dicom``, ``nifti``, ``slide``, ``photo``, and a DICOM file
+    has its ``header`` and its ``stack`` (what splits a series into stacks, see
+    :func:`clinical.ingest.series.read_stack`) as JSON.
     """
     record = {"file": name, "size": -1, "mtime_ns": -1, "digest": None, "format": None, "stage": None,
-              "reason": None, "header": None}
+              "code": None, "reason": None, "header": None, "stack": None}
     try:
         return _record(path, key, record)
     except Exception as error:  # a bug or an exotic failure becomes a rejection naming the file, not a crash
-        return {**record, "stage": "detect", "reason": f"unexpected {type(error).__name__} while scanning"}
+        return {**record, "stage": "detect", "code": str(Reason.INTERNAL_ERROR),
+                "reason": f"unexpected {type(error).__name__} while scanning"}
+
+
+def _rejected(record: dict, stage: str, code: Reason, reason: str) -> dict:
+    return {**record, "stage": stage, "code": str(code), "reason": reason}
 
 
 def _record(path: str, key: bytes, record: dict) -> dict:
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except OSError as error:
-        return {**record, "stage": "detect", "reason": f"the file cannot be read ({type(error).__name__})"}
-    record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-    if stat.st_size == 0:
-        return {**record, "stage": "detect", "reason": "empty file (0 bytes)"}
+        return _rejected(record, "detect", Reason.UNREADABLE, f"the file cannot be read ({_os_error(error)})")
+    record.update(size=info.st_size, mtime_ns=info.st_mtime_ns)
+    if info.st_size == 0:
+        return _rejected(record, "detect", Reason.EMPTY_FILE, "empty file (0 bytes)")
     try:
-        data = Path(path).read_bytes() if stat.st_size <= _IN_MEMORY_BYTES else None  # one read for digest and header
+        data = Path(path).read_bytes() if info.st_size <= _IN_MEMORY_BYTES else None  # one read for digest and header
         record["digest"] = bytes_digest(data) if data is not None else file_digest(path)
         fmt = detect_format(path)
     except OSError as error:
-        return {**record, "stage": "detect", "reason": f"the file cannot be read ({type(error).__name__})"}
+        return _rejected(record, "detect", Reason.UNREADABLE, f"the file cannot be read ({_os_error(error)})")
     if fmt is None:
-        return {**record, "stage": "detect",
-                "reason": "unrecognised content: not DICOM, NIfTI, TIFF, PNG or JPEG (extensions are not used)"}
+        return _rejected(record, "detect", Reason.UNSUPPORTED,
+                         "unrecognised content: not DICOM, NIfTI, TIFF, PNG or JPEG (extensions are not used)")
     if fmt == "tiff":
         try:
             fmt = "slide" if slides.is_pyramidal(path) else "photo"
         except Exception as error:  # tifffile raises many types on broken files
-            return {**record, "stage": "read", "reason": f"the TIFF structure cannot be read ({type(error).__name__})"}
+            return _rejected(record, "read", Reason.BAD_HEADER,
+                             f"the TIFF structure cannot be read ({type(error).__name__})")
     elif fmt in ("png", "jpeg"):
         fmt = "photo"
     record["format"] = fmt
     if fmt == "dicom":
         try:
             header = dicom.read_header(data if data is not None else path, key)
+            stack = read_stack(data if data is not None else path, key)
         except IngestError as error:
-            return {**record, "stage": "read", "reason": str(error)}
+            return _rejected(record, "read", Reason.BAD_HEADER, str(error))
         record["header"] = json.dumps(asdict(header))
+        record["stack"] = json.dumps(stack)
     return record
 
 
@@ -171,8 +303,16 @@ def sources_fingerprint(
     ingest uses to skip unchanged files), not from its bytes, so a nightly
     pipeline can tell in seconds whether there is anything new to ingest.
     """
-    entries = [
-        f"{name}\t{os.stat(path).st_size}\t{os.stat(path).st_mtime_ns}" for path, name in walk(sources, exclude=exclude)
-    ]
+    walked = walk_all(sources, exclude=exclude)
+    entries = [f"{name}\t{_size_and_mtime(path)}" for path, name in walked.files]
+    entries += [f"{row['file']}\t{row['code']}" for row in walked.skipped]
     tables = [file_digest(p) if p is not None else "-" for p in (labels, sites)]
-    return bytes_digest("\n".join([*tables, *entries]).encode())
+    return bytes_digest(os.fsencode("\n".join([*tables, *entries])))
+
+
+def _size_and_mtime(path: str) -> str:
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        return _os_error(error)
+    return f"{info.st_size}\t{info.st_mtime_ns}"

@@ -9,11 +9,16 @@
 - ``tile_x``/``tile_y`` are the tile's top-left corner in level-0 pixels (what
   ``read_region`` takes); spacing is µm per pixel at the tile level, NaN when
   the file does not state its microns per pixel.
+- Decoded-size budget (``max_decoded_mb``), checked from the TIFF structure before any pixel
+  is decoded: the lowest level, which is read whole for the mask, and one chunk (tile or
+  strip) of the tiled level, which every ``read_region`` decodes whole. Over it: ``too-large``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,17 +26,30 @@ import numpy as np
 import tifffile
 
 from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
+from clinical.ingest.reasons import Reason, Rejected, looks_corrupt
 from clinical.ingest.units import DecodedItem, Unit
 
 if TYPE_CHECKING:
     from clinical.ingest.options import IngestOptions
 
-__all__ = ["decode", "is_pyramidal", "read_slide_tiles", "tissue_mask"]
+__all__ = ["decode", "is_pyramidal", "quiet_tifffile", "read_slide_tiles", "tissue_mask"]
+
+
+@contextmanager
+def quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's logger while reading: its messages name the file, and file names may be PHI."""
+    tifffile_logger = logging.getLogger("tifffile")
+    previous = tifffile_logger.level
+    tifffile_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        tifffile_logger.setLevel(previous)
 
 
 def is_pyramidal(path: str | Path) -> bool:
     """Whether a TIFF holds a resolution pyramid (a whole slide) rather than one flat image."""
-    with tifffile.TiffFile(path) as tif:
+    with quiet_tifffile(), tifffile.TiffFile(path) as tif:
         return bool(tif.series) and len(tif.series[0].levels) > 1
 
 
@@ -54,11 +72,16 @@ def read_slide_tiles(
     tile_level: int,
     max_tiles: int | None,
     min_tissue: float,
+    options: IngestOptions | None = None,
 ) -> Iterator[tuple[np.ndarray, dict, list[float]]]:
     """Yield ``(tile, coordinates, spacing)``: uint8 RGB (3, tile_size, tile_size), tile_x/tile_y/tile_level, µm.
 
+    ``options`` give the decoded-size budget, checked before the lowest level is read.
+
     Raises
     ------
+    clinical.ingest.reasons.Rejected
+        ``too-large`` over the budget; ``corrupt-pixels`` when a tile's data is truncated or damaged.
     ConfigurationError
         When ``tile_level`` does not exist in the slide.
     UnsupportedFileError
@@ -69,19 +92,23 @@ def read_slide_tiles(
     import tiffslide
 
     try:
-        slide = tiffslide.TiffSlide(str(path))
+        with quiet_tifffile():
+            slide = tiffslide.TiffSlide(str(path))
     except Exception as error:  # tiffslide/tifffile raise many types on broken files
         raise IngestError(f"tiffslide cannot open the slide ({type(error).__name__})") from error
-    with slide:
+    with slide, quiet_tifffile():
         if not 0 <= tile_level < slide.level_count:
             raise ConfigurationError(
                 f"tile_level must be in [0, {slide.level_count - 1}] for this slide; got {tile_level}."
             )
+        low = slide.level_count - 1
+        if options is not None:
+            _check_budget(slide, low, tile_level, options)
         try:
-            low = slide.level_count - 1
             thumbnail = np.asarray(slide.read_region((0, 0), low, slide.level_dimensions[low], as_array=True))
         except Exception as error:  # truncated tiles raise in the codec
-            raise IngestError(f"the slide's lowest level cannot be read ({type(error).__name__})") from error
+            text = f"the slide's lowest level cannot be read ({type(error).__name__})"
+            raise (Rejected(Reason.CORRUPT_PIXELS, text) if looks_corrupt(str(error)) else IngestError(text)) from error
         mask = tissue_mask(thumbnail)
         width, height = slide.level_dimensions[tile_level]
         down_tile = float(slide.level_downsamples[tile_level])
@@ -108,9 +135,31 @@ def read_slide_tiles(
             try:
                 tile = np.asarray(slide.read_region((x, y), tile_level, (tile_size, tile_size), as_array=True))
             except Exception as error:  # codec errors on a damaged tile
-                raise IngestError(f"a tile at ({x}, {y}) cannot be read ({type(error).__name__})") from error
+                text = f"a tile at ({x}, {y}) cannot be read ({type(error).__name__})"
+                raise (Rejected(Reason.CORRUPT_PIXELS, text) if looks_corrupt(str(error)) else IngestError(text)) \
+                    from error
             tile = np.ascontiguousarray(tile[..., :3].transpose(2, 0, 1)).astype(np.uint8)
             yield tile, {"tile_x": x, "tile_y": y, "tile_level": tile_level}, spacing
+
+
+def _check_budget(slide, low: int, tile_level: int, options: IngestOptions) -> None:
+    """The lowest level (read whole) and one chunk of the tiled level against ``max_decoded_mb``."""
+    width, height = slide.level_dimensions[low]
+    samples, itemsize, chunk = 3, 1, None
+    try:
+        levels = slide.ts_tifffile.series[0].levels
+        if len(levels) == slide.level_count:
+            page = levels[low].keyframe
+            samples, itemsize = max(int(page.samplesperpixel), 1), page.dtype.itemsize
+            chunk = tuple(int(c) for c in levels[tile_level].keyframe.chunks)
+    except Exception:  # an unusual structure: the level dimensions alone are checked
+        chunk = None
+    depth = samples * itemsize
+    options.check_decoded_size(width * height * depth, f"slide level {low} of {width}×{height} pixels × {depth} bytes")
+    if chunk is not None:
+        shape = "×".join(map(str, chunk))
+        what = f"one tile/strip {shape} of slide level {tile_level}"
+        options.check_decoded_size(int(np.prod(chunk)) * itemsize, what)
 
 
 def _spacing(properties: dict, downsample: float) -> list[float]:
@@ -132,6 +181,7 @@ def decode(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
         tile_level=options.tile_level,
         max_tiles=options.max_tiles_per_slide,
         min_tissue=options.min_tissue,
+        options=options,
     )
     for tile, coordinates, spacing in tiles:
         level, x, y = coordinates["tile_level"], coordinates["tile_x"], coordinates["tile_y"]

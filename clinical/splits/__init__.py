@@ -10,7 +10,16 @@ adds near-duplicate images and the cost of an item-level split.
 from __future__ import annotations
 
 from clinical.splits.audit import LEVELS, check_no_leakage, role_crossings
-from clinical.splits.folds import OUTER, ROLES, SPLIT_COLUMNS, fold_items, outer_folds, split_by_site, split_manifest
+from clinical.splits.folds import (
+    OUTER,
+    ROLES,
+    SPLIT_COLUMNS,
+    fold_items,
+    gate_patients,
+    outer_folds,
+    split_by_site,
+    split_manifest,
+)
 from clinical.splits.inflation import leakage_inflation
 from clinical.splits.report import audit_split, format_report
 from clinical.splits.splitfile import read_split, split_digest, write_split
@@ -26,6 +35,7 @@ __all__ = [
     "fold_items",
     "fold_table",
     "format_report",
+    "gate_patients",
     "leakage_inflation",
     "outer_folds",
     "read_split",

@@ -47,12 +47,24 @@ import pandas as pd
 from clinical.errors import ConfigurationError, ManifestError
 from clinical.splits.stratify import assign_groups
 
-__all__ = ["BY", "OUTER", "ROLES", "SPLIT_COLUMNS", "fold_items", "outer_folds", "split_by_site", "split_manifest"]
+__all__ = [
+    "BY",
+    "OUTER",
+    "ROLES",
+    "SPLIT_COLUMNS",
+    "fold_items",
+    "gate_patients",
+    "outer_folds",
+    "split_by_site",
+    "split_manifest",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Roles an item can take within one fold.
-ROLES = ("train", "val", "test", "unlabelled")
+#: Roles an item can take within one fold. ``gate`` patients are locked away at split time (the same
+#: patients in every fold): no fold trains, selects or tests on them, so a promotion gate can compare
+#: two models of this split on patients neither has seen.
+ROLES = ("train", "val", "test", "unlabelled", "gate")
 #: ``inner`` value of the outer split's rows.
 OUTER = -1
 #: Columns of the split table and their dtypes.
@@ -81,6 +93,7 @@ def split_manifest(
     inner_folds: int | None = None,
     label_sep: str | None = None,
     previous: pd.DataFrame | None = None,
+    gate_size: float = 0.0,
 ) -> pd.DataFrame:
     """Split a manifest into folds that keep every patient (or study) in one role per fold.
 
@@ -121,7 +134,12 @@ def split_manifest(
         :func:`clinical.splits.read_split`). Patients it placed keep their
         fold, validation membership and inner fold; only new patients are
         assigned. K-fold only, with the same ``folds``, ``by``,
-        ``val_size``, ``inner_folds`` and ``label_sep``.
+        ``val_size``, ``inner_folds`` and ``label_sep``; its gate patients stay the gate
+        (new patients never join it).
+    gate_size
+        Share of the labelled patients locked away as the promotion gate set, in ``[0, 0.5)``,
+        stratified by class: role ``gate`` in every fold, never trained, selected or tested on.
+        ``0`` (default) makes none.
 
     Returns
     -------
@@ -140,6 +158,12 @@ def split_manifest(
     UserWarning
         When a class has fewer patients than folds, or a fold has no validation patients.
     """
+    if not 0 <= gate_size < 0.5:
+        raise ConfigurationError(f"The 'gate_size' parameter must be in [0, 0.5). Got {gate_size!r} instead.")
+    if gate_size > 0 or (previous is not None and (previous["role"] == "gate").any()):
+        return _with_gate(manifest, gate_size=gate_size, previous=previous, folds=folds, seed=seed, by=by,
+                          val_size=val_size, site_holdout=site_holdout, leave_site_out=leave_site_out,
+                          inner_folds=inner_folds, label_sep=label_sep)
     params = _check_params(
         folds=folds,
         seed=seed,
@@ -291,6 +315,45 @@ def split_by_site(manifest: pd.DataFrame, *, folds: int = 5, seed: int = 0, val_
     return split
 
 
+
+
+def _with_gate(manifest: pd.DataFrame, *, gate_size: float, previous: pd.DataFrame | None, seed: int, by: str,
+               label_sep: str | None, **options: object) -> pd.DataFrame:
+    """Lock a class-stratified share of the patients away as the gate set, then split the others."""
+    manifest = _check_manifest(manifest, by=by)
+    key = BY[by]
+    if previous is not None and (previous["role"] == "gate").any():
+        gate = set(previous.loc[previous["role"] == "gate", "patient_key"].astype(str))
+        is_gate = manifest["patient_key"].astype(str).isin(gate).to_numpy()
+        previous = previous[previous["role"] != "gate"]
+    else:
+        groups, group_of_item = np.unique(manifest[key].to_numpy(dtype=str), return_inverse=True)
+        counts, _ = _class_counts(manifest["label"], group_of_item, len(groups), label_sep=label_sep)
+        labelled = counts.sum(axis=1) > 0
+        bins = np.full(len(groups), _ABSENT)
+        bins[labelled] = assign_groups(counts[labelled], max(2, round(1 / gate_size)), seed=_derive(seed, 3))
+        is_gate = (bins == 0)[group_of_item]
+    table = split_manifest(manifest[~is_gate], seed=seed, by=by, label_sep=label_sep, previous=previous, **options)
+    gate_items = manifest[is_gate]
+    folds = sorted(int(f) for f in table["fold"].unique())
+    rows = pd.DataFrame({
+        "item_id": np.tile(gate_items["item_id"].to_numpy(dtype=str), len(folds)),
+        "patient_key": np.tile(gate_items["patient_key"].to_numpy(dtype=str), len(folds)),
+        "fold": np.repeat(np.array(folds, dtype=np.int16), len(gate_items)),
+        "inner": np.full(len(gate_items) * len(folds), OUTER, dtype=np.int16),
+        "role": "gate",
+    })
+    attrs = {**table.attrs["split"], "gate_size": gate_size,
+             "gate_patients": int(gate_items["patient_key"].nunique())}
+    table = pd.concat([table, rows], ignore_index=True).astype(SPLIT_COLUMNS)
+    table.attrs["split"] = attrs
+    logger.info("Locked %d patient(s) away as the gate set.", attrs["gate_patients"])
+    return table
+
+
+def gate_patients(split: pd.DataFrame) -> list[str]:
+    """The patients of the split's gate set (sorted; empty when it has none)."""
+    return sorted(set(split.loc[split["role"] == "gate", "patient_key"].astype(str)))
 
 
 def outer_folds(split: pd.DataFrame) -> list[int]:

@@ -205,7 +205,8 @@ class MlflowCallback(BaseCallback):
         """The fit's plots, and any other PNG the trainer left in the run's ``plots`` folder (e.g. bytes per round)."""
         frame = result.test_predictions if result.test_predictions is not None else result.val_predictions
         folder = Path(result.out) / "plots"
-        made = save_plots(frame, result.classes, folder, level=result.config.monitor_level)
+        # a refit on every development patient has no held-out items to plot
+        made = save_plots(frame, result.classes, folder, level=result.config.monitor_level) if len(frame) else []
         for path in sorted(set(made) | set(folder.glob("*.png"))):
             self._send("log_artifact", local_path=str(path), artifact_path="plots")
 

@@ -7,23 +7,42 @@ probability per class back. The file is decoded by the same code as ingest
 same evaluation preset as training, so a served prediction equals the one
 made in the training process::
 
-    mlflow models serve -m models:/NAME@champion --env-manager local
-    curl -X POST localhost:5000/invocations -H 'Content-Type: application/json' \\
+    clinical serve models:/NAME@champion --port 5001
+    curl -X POST localhost:5001/invocations -H 'Content-Type: application/json' \\
          -d '{"dataframe_split": {"columns": ["file"], "data": [["<base64 of a .dcm>"]]}}'
 
-A malformed request is answered with 400 and a message that names the row
-and the reason, never the payload (which may carry PHI in a DICOM header).
+Every request passes one validation step before anything is decoded
+(:meth:`ClassifierPyfunc.validate`): one ``file`` column, at most
+``max_rows`` rows, each a base64 string of at most ``max_file_bytes``; a
+``.npy`` is held to its header (allowed dtype, shape × itemsize within
+``max_array_bytes``) before its data is read, and to finite values after.
+Other kinds go to :func:`clinical.ingest.read_file`, which holds them to the
+ingest budget. A refused request raises :class:`InvalidRequestError` with a
+message that names the row and the reason, never the payload (which may
+carry PHI in a DICOM header).
+
+Limits come from :class:`ServingLimits`, saved with the model and
+overridden at serving time by the environment (``CLINICAL_SERVE_MAX_ROWS``,
+``CLINICAL_SERVE_MAX_FILE_BYTES``, ``CLINICAL_SERVE_MAX_ARRAY_BYTES``,
+``CLINICAL_SERVE_BATCH_SIZE``, ``CLINICAL_SERVE_THREADS``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
+import dataclasses
 import io
 import json
 import logging
+import math
+import os
 import shutil
 import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,7 +56,7 @@ from mlflow.types import ColSpec, Schema
 
 import clinical
 from clinical.data.presets import preset
-from clinical.errors import ClinicalError
+from clinical.errors import ClinicalError, ConfigurationError
 from clinical.ingest import read_file
 from clinical.models import create_model
 from clinical.training.result import FitResult
@@ -46,8 +65,11 @@ __all__ = [
     "FILE_COLUMN",
     "ClassifierPyfunc",
     "InvalidRequestError",
+    "RequestTimeoutError",
+    "ServingLimits",
     "build_classifier",
     "classifier_spec",
+    "request_deadline",
     "save_classifier",
 ]
 
@@ -55,16 +77,85 @@ logger = logging.getLogger(__name__)
 
 FILE_COLUMN = "file"
 _NPY_MAGIC = b"\x93NUMPY"
-#: Requests larger than this many decoded bytes per file are refused (a guard, not a limit of the model).
-MAX_FILE_BYTES = 512 << 20
+#: ``.npy`` dtypes a model can take: signed and unsigned integers and real floats (no bool, complex,
+#: datetime, object, string or structured arrays).
+_NPY_KINDS = frozenset("iuf")
+
+#: When set (a ``time.monotonic()`` value), predict stops at the next row or batch past it. The serving
+#: app sets it per request, so a request that timed out does not keep a worker busy after its answer.
+request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
 
 
 class InvalidRequestError(ClinicalError, ValueError):
     """A prediction request cannot be served; the scoring server answers it with 400."""
 
 
-def classifier_spec(result: FitResult, *, ingest_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What the served model needs besides its weights: architecture, classes, preprocessing."""
+class RequestTimeoutError(ClinicalError, TimeoutError):
+    """The request ran past its deadline; the work stopped at the next row or batch."""
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may ask of the served model, checked before any decode.
+
+    Parameters
+    ----------
+    max_rows
+        Files per request. The default (64) answers in a few seconds on two CPU cores for 2D models at
+        224 × 224, well inside the serving timeout (60 s); send more rows as more requests. In-process
+        callers of ``mlflow.pyfunc.load_model(...).predict`` are held to it too (one model, one contract).
+    max_file_bytes
+        Bytes of one file (checked on the base64 length before decoding it).
+    max_array_bytes
+        Bytes of one ``.npy`` array as its header claims (shape × itemsize), checked before reading it.
+    batch_size
+        Rows per forward pass; also how many decoded files are held at once.
+    threads
+        ``torch.set_num_threads`` for the serving process; ``None`` keeps torch's default (one per
+        physical core). Forward passes run one at a time, each over all these threads.
+    """
+
+    max_rows: int = 64
+    max_file_bytes: int = 64 << 20
+    max_array_bytes: int = 256 << 20
+    batch_size: int = 16
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.name == "threads":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(
+                    f"The serving limit {field.name!r} must be a positive integer. Got {value!r} instead."
+                )
+
+    @classmethod
+    def from_env(cls, saved: dict[str, Any] | None = None) -> ServingLimits:
+        """The limits saved with the model, each overridden by ``CLINICAL_SERVE_<NAME>`` when set."""
+        values = dict(saved or {})
+        for field in dataclasses.fields(cls):
+            raw = os.environ.get(f"CLINICAL_SERVE_{field.name.upper()}")
+            if raw is not None and raw.strip():
+                try:
+                    values[field.name] = int(raw)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"CLINICAL_SERVE_{field.name.upper()} must be an integer. Got {raw!r} instead."
+                    ) from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @property
+    def max_base64_chars(self) -> int:
+        return 4 * math.ceil(self.max_file_bytes / 3)
+
+
+def classifier_spec(
+    result: FitResult, *, ingest_options: dict[str, Any] | None = None, limits: ServingLimits | None = None
+) -> dict[str, Any]:
+    """What the served model needs besides its weights: architecture, classes, preprocessing, limits."""
     config = result.config
     return {
         "model": config.model,
@@ -74,15 +165,20 @@ def classifier_spec(result: FitResult, *, ingest_options: dict[str, Any] | None 
         "image_size": list(config.image_size),
         "classes": list(result.classes),
         "ingest_options": dict(ingest_options or {}),
+        "serving": dataclasses.asdict(limits or ServingLimits()),
         "clinical_version": clinical.__version__,
     }
 
 
-def save_classifier(result: FitResult, path: str | Path, *, ingest_options: dict[str, Any] | None = None) -> Path:
+def save_classifier(
+    result: FitResult, path: str | Path, *, ingest_options: dict[str, Any] | None = None,
+    limits: ServingLimits | None = None,
+) -> Path:
     """Write the pyfunc model of a fit's best checkpoint to ``path`` (a new folder) and return it.
 
     The folder is what ``mlflow.pyfunc.load_model`` reads; the MLflow callback
-    uploads it as the run's ``model`` artifact.
+    uploads it as the run's ``model`` artifact. The checkpoint is read with
+    ``weights_only=True``: a file that would run code when unpickled is refused.
     """
     path = Path(path)
     if path.exists():  # a fold trained again replaces its model
@@ -92,10 +188,10 @@ def save_classifier(result: FitResult, path: str | Path, *, ingest_options: dict
     # The served model needs the library, not the synthetic-cohort generator (whose fake identities would
     # otherwise sit in every model's artifacts).
     shutil.copytree(Path(clinical.__file__).parent, code, ignore=shutil.ignore_patterns("synthetic", "__pycache__"))
-    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
+    checkpoint = _load_weights(result.best_checkpoint)
     weights = staging / "weights.pt"
     torch.save(checkpoint["model"], weights)
-    spec = classifier_spec(result, ingest_options=ingest_options)
+    spec = classifier_spec(result, ingest_options=ingest_options, limits=limits)
     spec_path = staging / "classifier.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     example = pd.DataFrame({FILE_COLUMN: [_npy_base64(np.zeros(_example_shape(spec), dtype=np.float32))]})
@@ -114,6 +210,19 @@ def save_classifier(result: FitResult, path: str | Path, *, ingest_options: dict
     return path
 
 
+def _load_weights(path: Path) -> dict[str, Any]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError (and others) for what weights_only refuses
+        raise ConfigurationError(
+            f"Cannot read the checkpoint {path.name} as weights only (tensors and plain containers): "
+            f"{type(error).__name__}. It was not loaded; retrain, or re-save it with torch.save(state_dict)."
+        ) from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ConfigurationError(f"The checkpoint {path.name} holds no 'model' state dict.")
+    return checkpoint
+
+
 def build_classifier(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The network a spec describes, with its weights, in eval mode."""
     model = create_model(spec["model"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
@@ -127,24 +236,67 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         self.spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        self.limits = ServingLimits.from_env(self.spec.get("serving"))
+        if self.limits.threads is not None:
+            torch.set_num_threads(self.limits.threads)
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.model = build_classifier(self.spec, state)
         self.transform = preset(self.spec["kind"], train=False, size=tuple(self.spec["image_size"]))
+        # One forward pass at a time, over all of torch's threads: concurrent passes would only share the
+        # same cores and multiply the activations held in memory.
+        self._forward_lock = threading.Lock()
 
     # No type hints on purpose: MLflow 3 would derive the signature from them instead of the one we give.
     def predict(self, context, model_input, params=None):
-        if not isinstance(model_input, pd.DataFrame) or FILE_COLUMN not in model_input.columns:
-            columns = list(model_input.columns) if isinstance(model_input, pd.DataFrame) else type(model_input).__name__
-            raise InvalidRequestError(
-                f"The request must be a table with a column {FILE_COLUMN!r} holding base64-encoded files "
-                f"(DICOM, NIfTI, PNG/JPEG or .npy); got {columns}."
-            )
-        images = [self._prepare(row, value) for row, value in enumerate(model_input[FILE_COLUMN])]
-        with torch.inference_mode():
-            probs = torch.cat([torch.softmax(self.model(image[None]), dim=1) for image in images]).numpy()
-        return pd.DataFrame(probs.astype(np.float64), columns=self.spec["classes"])
+        values = self.validate(model_input)
+        classes = self.spec["classes"]
+        parts = []
+        for start in range(0, len(values), self.limits.batch_size):
+            rows = range(start, min(start + self.limits.batch_size, len(values)))
+            batch = torch.stack([self._prepare(row, values[row]) for row in rows])
+            _check_deadline()
+            with self._forward_lock, torch.inference_mode():
+                parts.append(torch.softmax(self.model(batch), dim=1).numpy().astype(np.float64))
+        probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)))
+        if not np.isfinite(probs).all():
+            raise InvalidRequestError("The model gave non-finite probabilities for this request; nothing is returned.")
+        return pd.DataFrame(probs, columns=classes)
 
-    def _prepare(self, row: int, value: object) -> torch.Tensor:
+    def validate(self, model_input: object) -> list[str]:
+        """The request-level checks, before any decode: the table, its column, the row count, the string sizes.
+
+        Raises
+        ------
+        InvalidRequestError
+            With the reason; never with the payload or the names of the columns sent.
+        """
+        if not isinstance(model_input, pd.DataFrame) or list(model_input.columns) != [FILE_COLUMN]:
+            raise InvalidRequestError(
+                f"The request must be a table with one column {FILE_COLUMN!r} holding base64-encoded files "
+                f"(DICOM, NIfTI, PNG/JPEG or .npy), e.g. "
+                f'{{"dataframe_split": {{"columns": ["{FILE_COLUMN}"], "data": [["<base64>"]]}}}}.'
+            )
+        rows = len(model_input)
+        if rows == 0:
+            raise InvalidRequestError("The request holds no rows; send one file per row.")
+        if rows > self.limits.max_rows:
+            raise InvalidRequestError(
+                f"The request holds {rows} rows; at most {self.limits.max_rows} are served per request "
+                f"(CLINICAL_SERVE_MAX_ROWS). Send the rest as further requests."
+            )
+        values = model_input[FILE_COLUMN].tolist()
+        for row, value in enumerate(values):
+            if not isinstance(value, str) or not value:
+                raise InvalidRequestError(f"Row {row}: {FILE_COLUMN!r} must be a non-empty base64 string.")
+            if len(value) > self.limits.max_base64_chars:
+                raise InvalidRequestError(
+                    f"Row {row}: the file is larger than {_mib(self.limits.max_file_bytes)} "
+                    f"(CLINICAL_SERVE_MAX_FILE_BYTES)."
+                )
+        return values
+
+    def _prepare(self, row: int, value: str) -> torch.Tensor:
+        _check_deadline()
         array = self._decode(row, value)
         expected = self.spec["spatial_dims"] + 1
         if array.ndim != expected or array.shape[0] != self.spec["in_channels"]:
@@ -152,22 +304,17 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
                 f"Row {row}: the model takes {self.spec['kind']} arrays of {expected} dimensions with "
                 f"{self.spec['in_channels']} channel(s) first; the file gave shape {tuple(array.shape)}."
             )
+        if not np.isfinite(array).all():
+            raise InvalidRequestError(f"Row {row}: the array holds NaN or infinite values.")
         return self.transform({"image": array.astype(np.float32)})["image"]
 
-    def _decode(self, row: int, value: object) -> np.ndarray:
-        if not isinstance(value, str) or not value:
-            raise InvalidRequestError(f"Row {row}: {FILE_COLUMN!r} must be a non-empty base64 string.")
-        if len(value) * 3 // 4 > MAX_FILE_BYTES:
-            raise InvalidRequestError(f"Row {row}: the file is larger than {MAX_FILE_BYTES >> 20} MiB.")
+    def _decode(self, row: int, value: str) -> np.ndarray:
         try:
             data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequestError(f"Row {row}: {FILE_COLUMN!r} is not valid base64.") from None
         if data.startswith(_NPY_MAGIC):
-            try:
-                return np.load(io.BytesIO(data), allow_pickle=False)
-            except ValueError as error:
-                raise InvalidRequestError(f"Row {row}: the .npy array cannot be read ({error}).") from None
+            return _read_npy(row, data, max_bytes=self.limits.max_array_bytes)
         try:
             decoded = read_file(data, options=self.spec["ingest_options"])
         except ClinicalError as error:  # messages from ingest name the reason and never PHI
@@ -178,6 +325,47 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
                 f"Row {row}: the model takes a {self.spec['kind']}, the file holds {sorted(kinds) or 'nothing'}."
             )
         return next(item.array for item in decoded if item.kind == self.spec["kind"])
+
+
+def _read_npy(row: int, data: bytes, *, max_bytes: int) -> np.ndarray:
+    """A ``.npy`` held to its header first (version, dtype, shape × itemsize), then read without pickle."""
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(buffer)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(buffer)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not served (1.0 and 2.0 are)")
+    except ValueError as error:
+        raise InvalidRequestError(f"Row {row}: the .npy header cannot be read ({error}).") from None
+    if dtype.kind not in _NPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise InvalidRequestError(
+            f"Row {row}: the .npy dtype {dtype.str!r} is not served; send integers or real floats."
+        )
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > max_bytes:
+        raise InvalidRequestError(
+            f"Row {row}: the .npy header claims {_mib(claimed)}, more than the {_mib(max_bytes)} allowed "
+            f"(CLINICAL_SERVE_MAX_ARRAY_BYTES)."
+        )
+    if len(data) - buffer.tell() != claimed:
+        raise InvalidRequestError(f"Row {row}: the .npy data does not match the shape its header claims.")
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as error:
+        raise InvalidRequestError(f"Row {row}: the .npy array cannot be read ({error}).") from None
+
+
+def _check_deadline() -> None:
+    deadline = request_deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise RequestTimeoutError("The request ran past its deadline; its work was stopped.")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _npy_base64(array: np.ndarray) -> str:

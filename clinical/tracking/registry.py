@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from clinical.errors import ConfigurationError
 from clinical.evaluation.compare import Comparison, compare
+from clinical.evaluation.metrics import score
 
 __all__ = [
     "CHALLENGER",
@@ -43,22 +44,32 @@ _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether a challenger replaces the champion, and why; written as tags on the challenger's version."""
+    """Whether a challenger replaces the champion, and why; written as tags on the challenger's version.
+
+    ``comparison`` is ``None`` when no fair comparison could be made (see ``reason``).
+    """
 
     promote: bool
     reason: str
-    comparison: Comparison
+    comparison: Comparison | None = None
+    calibration: dict[str, float] | None = None
 
     def tags(self) -> dict[str, str]:
+        tags = {"gate.promoted": str(self.promote).lower(), "gate.reason": self.reason[:5000]}
         c = self.comparison
-        return {
-            "gate.promoted": str(self.promote).lower(),
-            "gate.reason": self.reason,
-            f"gate.{c.metric}_difference": f"{c.difference:.4f}",
-            f"gate.{c.metric}_difference_ci": f"{c.low:.4f} to {c.high:.4f}",
-            "gate.p_value": f"{c.p_value:.4g}",
-            "gate.patients": str(c.n_patients),
-        }
+        if c is not None:
+            tags |= {
+                f"gate.{c.metric}_difference": f"{c.difference:.4f}",
+                f"gate.{c.metric}_difference_ci": f"{c.low:.4f} to {c.high:.4f}",
+                "gate.p_value": f"{c.p_value:.4g}",
+                "gate.patients": str(c.n_patients),
+            }
+        tags |= {f"gate.{k}": f"{v:.4f}" for k, v in (self.calibration or {}).items()}
+        return tags
+
+
+#: Metrics where lower is better: a better challenger has a negative difference.
+_LOWER_IS_BETTER = ("brier", "ece")
 
 
 def decide_promotion(
@@ -71,25 +82,43 @@ def decide_promotion(
     method: str = "delong",
     alpha: float = 0.05,
     margin: float | None = None,
+    calibration_tolerance: float | None = 0.02,
+    patients: str = "held-out patients",
 ) -> GateDecision:
-    """The promotion gate, on both models' predictions for the same held-out patients.
+    """The promotion gate, on both models' predictions for the same patients, which neither may have seen.
 
-    With ``margin`` the challenger must beat the champion by at least that much
-    on ``metric``; without it, the paired test (DeLong for a binary AUROC, a
-    paired patient bootstrap otherwise) must find it better at level ``alpha``.
+    The challenger passes only when the whole ``1 - alpha`` interval of the paired difference
+    (DeLong for a binary AUROC, a paired patient bootstrap otherwise) clears ``margin``
+    (default 0: better, with confidence; a negative margin asks for non-inferiority), and its
+    expected calibration error is not worse than the champion's by more than
+    ``calibration_tolerance`` (``None``: calibration not checked). ``patients`` names the set
+    the predictions come from, for the reason.
     """
     if not 0 < alpha < 1:
         raise ConfigurationError(f"The 'alpha' parameter of the promotion gate must be in (0, 1). Got {alpha!r}.")
-    comparison = compare(challenger, champion, classes, level=level, method=method, metric=metric)
-    diff = comparison.difference
-    if margin is not None:
-        promote = diff >= margin
-        rule = f"difference {diff:+.4f} {'≥' if promote else '<'} margin {margin:+.4f}"
+    margin = 0.0 if margin is None else float(margin)
+    comparison = compare(challenger, champion, classes, level=level, method=method, metric=metric, ci=1 - alpha)
+    if metric in _LOWER_IS_BETTER:
+        clears = comparison.high < -margin
+        rule = f"interval upper bound {comparison.high:+.4f} {'<' if clears else '≥'} {-margin:+.4f}"
     else:
-        promote = diff > 0 and comparison.p_value < alpha
-        rule = f"difference {diff:+.4f}, paired {comparison.method} p = {comparison.p_value:.3g} (alpha {alpha:g})"
+        clears = comparison.low > margin
+        rule = f"interval lower bound {comparison.low:+.4f} {'>' if clears else '≤'} margin {margin:+.4f}"
+    calibration = None
+    calibrated = True
+    if calibration_tolerance is not None:
+        ece = {name: float(score(frame, list(classes), level=level).get("ece", float("nan")))
+               for name, frame in (("challenger_ece", challenger), ("champion_ece", champion))}
+        calibrated = not ece["challenger_ece"] > ece["champion_ece"] + calibration_tolerance
+        calibration = ece
+        rule += (f"; ECE {ece['challenger_ece']:.3f} vs champion {ece['champion_ece']:.3f} "
+                 f"({'within' if calibrated else 'beyond'} tolerance {calibration_tolerance:g})")
+    promote = clears and calibrated
     verdict = "challenger promoted" if promote else "champion kept"
-    return GateDecision(promote=promote, reason=f"{verdict}: {metric} {rule}", comparison=comparison)
+    reason = (f"{verdict}: {metric} difference {comparison.difference:+.4f} "
+              f"({100 * (1 - alpha):g}% CI {comparison.low:+.4f} to {comparison.high:+.4f}), {rule}; "
+              f"on {comparison.n_patients} {patients}")
+    return GateDecision(promote=promote, reason=reason, comparison=comparison, calibration=calibration)
 
 
 def apply_gate(name: str, version: str, decision: GateDecision, *, client: MlflowClient | None = None) -> str:

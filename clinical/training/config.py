@@ -74,6 +74,10 @@ class TrainConfig(BaseModel):
 
     # selection
     monitor_level: Literal["patient", "study", "item"] = "patient"
+    select: Literal["best-val", "last"] = Field(
+        "best-val", description="weights a fit keeps: the best validation AUROC's epoch, or the last epoch (a refit "
+        "on all development patients for the epoch count cross-validation chose; needs no validation part)"
+    )
     early_stopping_patience: int | None = Field(10, ge=1, description="epochs without a better validation AUROC")
 
     # data
@@ -110,6 +114,11 @@ class TrainConfig(BaseModel):
                 "give at most one of unfreeze_every (epochs per progressive stage) or "
                 f"unfreeze_patience (epochs without progress); got unfreeze_every={self.unfreeze_every}, "
                 f"unfreeze_patience={self.unfreeze_patience}"
+            )
+        if self.select == "last" and self.unfreeze_patience is not None:
+            raise ValueError(
+                "select='last' trains without validation scores, so stages cannot end on a plateau; "
+                f"give unfreeze_every instead of unfreeze_patience={self.unfreeze_patience}"
             )
         if self.amp == "fp16" and not self.device.startswith(("cuda", "auto")):
             raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")

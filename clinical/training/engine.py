@@ -110,7 +110,7 @@ def fit(
     if info_dist.main:
         info = {
             "fold": fold, "classes": classes, "groups": [g.name for g in schedule.groups],
-            "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
+            "n_train": len(datasets["train"]), "n_val": len(datasets["val"]) if datasets["val"] is not None else 0,
             "n_test": len(datasets["test"]) if datasets["test"] is not None else 0,
             "device": str(device), "world_size": info_dist.world_size, "cohort_digest": cohort_digest(manifest),
             "out": str(out), "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
@@ -161,7 +161,7 @@ def _datasets(
         if dropped:
             logger.info("%d unlabelled item(s) left out of the %s part.", dropped, role)
         parts[role] = [i for i in items if i in labelled]
-    for role in ("train", "val"):
+    for role in ("train", "val") if config.select == "best-val" else ("train",):
         if not parts[role]:
             raise ConfigurationError(
                 f"The fold has no labelled {config.kind!r} items in its {role} part; training needs both train and "
@@ -173,7 +173,7 @@ def _datasets(
                                transform=preset(config.kind, train=train, size=config.image_size),
                                cache_bytes=config.cache_bytes)
 
-    return {"train": dataset("train", True), "val": dataset("val", False),
+    return {"train": dataset("train", True), "val": dataset("val", False) if parts["val"] else None,
             "test": dataset("test", False) if parts["test"] else None}
 
 
@@ -202,7 +202,8 @@ class _Loop:
         self.history: list[dict[str, Any]] = []
         self._best_state: dict[str, torch.Tensor] | None = None
         train.preload()
-        datasets["val"].preload()
+        if datasets["val"] is not None:
+            datasets["val"].preload()
 
     # --- set-up ---------------------------------------------------------------------------------
     def _rebuild(self, previous: torch.optim.Optimizer | None) -> torch.optim.Optimizer:
@@ -244,13 +245,16 @@ class _Loop:
         total, count = all_sum([total, count], self.dist)
         train_seconds = time.perf_counter() - started
 
-        frame = predict(self.model, self.datasets["val"], batch_size=max(config.batch_size, 32), device=self.device,
-                        amp=config.amp, channels_last=config.channels_last)
-        val = _safe_score(frame, self.classes, config.monitor_level)
-        val_loss = _log_loss(frame, len(self.classes))
+        val, val_loss = {}, math.nan
+        if self.datasets["val"] is not None:
+            frame = predict(self.model, self.datasets["val"], batch_size=max(config.batch_size, 32),
+                            device=self.device, amp=config.amp, channels_last=config.channels_last)
+            val = _safe_score(frame, self.classes, config.monitor_level)
+            val_loss = _log_loss(frame, len(self.classes))
         monitored = val.get(MONITOR, math.nan)
         ranked = -math.inf if math.isnan(monitored) else monitored
-        improved = ranked > self.best_score or (ranked == self.best_score and val_loss < self.best_loss)
+        improved = (config.select == "last"
+                    or ranked > self.best_score or (ranked == self.best_score and val_loss < self.best_loss))
         if improved:
             self.best_epoch, self.best_score, self.best_loss = epoch, ranked, val_loss
             self._best_state = self.model_state()
@@ -262,7 +266,7 @@ class _Loop:
                    "epoch_seconds": time.perf_counter() - started}
         if self.schedule.final:
             self.stale = 0 if improved else self.stale + 1
-        stop = (config.early_stopping_patience is not None and self.schedule.final
+        stop = (config.select == "best-val" and config.early_stopping_patience is not None and self.schedule.final
                 and self.stale >= config.early_stopping_patience)
         unfroze = self.schedule.end_epoch(epoch, monitored if not math.isnan(monitored) else -val_loss)
         if unfroze:
@@ -316,7 +320,8 @@ class _Loop:
             self.model.load_state_dict(self._best_state)
         kwargs = {"batch_size": max(self.config.batch_size, 32), "device": self.device, "amp": self.config.amp,
                   "channels_last": self.config.channels_last}
-        val = predict(self.model, self.datasets["val"], **kwargs)
+        val = (predict(self.model, self.datasets["val"], **kwargs) if self.datasets["val"] is not None
+               else _no_predictions(self.datasets["train"], len(self.classes)))
         test = predict(self.model, self.datasets["test"], **kwargs) if self.datasets["test"] is not None else None
         level = self.config.monitor_level
         last = self.history[-1]["epoch"] if self.history else -1
@@ -324,10 +329,19 @@ class _Loop:
             fold=fold, classes=self.classes, best_epoch=self.best_epoch,
             best_score=self.best_score if math.isfinite(self.best_score) else math.nan,
             epochs_run=last + 1, stopped_early=last + 1 < self.config.epochs, history=self.history,
-            val_metrics=_safe_score(val, self.classes, level),
+            val_metrics=_safe_score(val, self.classes, level) if len(val) else {},
             test_metrics=_safe_score(test, self.classes, level) if test is not None else {},
             val_predictions=val, test_predictions=test, config=self.config, out=out,
         )
+
+
+def _no_predictions(dataset: ManifestDataset, n_classes: int) -> pd.DataFrame:
+    """An empty predictions frame (the columns :func:`predict` gives) for a fit without a validation part."""
+    frame = dataset.frame().iloc[:0].copy()
+    frame["label"] = pd.array([], dtype="Int64")
+    for k in range(n_classes):
+        frame[f"prob_{k}"] = np.array([], dtype=np.float64)
+    return frame
 
 
 def _safe_score(frame: pd.DataFrame, classes: list[str], level: str) -> dict[str, float]:

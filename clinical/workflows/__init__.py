@@ -2,7 +2,8 @@
 
 ``ingest_cohort`` → ``split_cohort`` and ``audit_cohort`` → ``pretrain`` →
 ``cross_validate`` (train the folds → pool the out-of-fold predictions →
-metrics with patient CIs) → ``register_best_fold`` (the promotion gate) →
+metrics with patient CIs) → ``fit_final_model`` (a refit on every development patient) →
+``register_model`` (the promotion gate, on the split's locked gate set) →
 ``site_finetune``, ``federate`` and ``track_federation``, ``compare_training``.
 Tracking is the optional ``tracker`` argument
 (:class:`~clinical.tracking.MlflowTracker`); without it the same files are
@@ -26,6 +27,10 @@ _SOURCES = {
     "alias_version": "clinical.tracking",
     "MlflowTracker": "clinical.tracking",
     "load_registered": "clinical.tracking",
+    "ServingLimits": "clinical.tracking.pyfunc",
+    "ServeSettings": "clinical.tracking.serve",
+    "build_app": "clinical.tracking.serve",
+    "serve_model": "clinical.tracking.serve",
     "TrainConfig": "clinical.training",
     "load_config": "clinical.training",
     "audit_cohort": "clinical.workflows.cohort",
@@ -35,7 +40,9 @@ _SOURCES = {
     "compare_training": "clinical.workflows.compare",
     "CrossValidation": "clinical.workflows.crossval",
     "FoldRun": "clinical.workflows.crossval",
+    "FinalModel": "clinical.workflows.crossval",
     "cross_validate": "clinical.workflows.crossval",
+    "fit_final_model": "clinical.workflows.crossval",
     "format_summary": "clinical.workflows.crossval",
     "open_cross_validation": "clinical.workflows.crossval",
     "pool_folds": "clinical.workflows.crossval",
@@ -45,7 +52,7 @@ _SOURCES = {
     "federate": "clinical.workflows.federate",
     "track_federation": "clinical.workflows.federate",
     "RegisteredModel": "clinical.workflows.register",
-    "register_best_fold": "clinical.workflows.register",
+    "register_model": "clinical.workflows.register",
     "SiteFinetune": "clinical.workflows.site",
     "site_finetune": "clinical.workflows.site",
 }
@@ -53,14 +60,18 @@ _SOURCES = {
 if TYPE_CHECKING:
     from clinical.federated.settings import RunSettings
     from clinical.tracking import CHAMPION, FILE_COLUMN, MlflowTracker, alias_version, load_registered
+    from clinical.tracking.pyfunc import ServingLimits
+    from clinical.tracking.serve import ServeSettings, build_app, serve_model
     from clinical.training import TrainConfig, load_config
     from clinical.training.pretraining import pretrain
     from clinical.workflows.cohort import audit_cohort, ingest_cohort, split_cohort
     from clinical.workflows.compare import bytes_curve, compare_training
     from clinical.workflows.crossval import (
         CrossValidation,
+        FinalModel,
         FoldRun,
         cross_validate,
+        fit_final_model,
         format_summary,
         open_cross_validation,
         pool_folds,
@@ -68,7 +79,7 @@ if TYPE_CHECKING:
         train_fold,
     )
     from clinical.workflows.federate import RegisteredFederation, federate, track_federation
-    from clinical.workflows.register import RegisteredModel, register_best_fold
+    from clinical.workflows.register import RegisteredModel, register_model
     from clinical.workflows.site import SiteFinetune, site_finetune
 
 
@@ -88,19 +99,24 @@ __all__ = [
     "CHAMPION",
     "FILE_COLUMN",
     "CrossValidation",
+    "FinalModel",
     "FoldRun",
     "MlflowTracker",
     "RegisteredFederation",
     "RegisteredModel",
     "RunSettings",
+    "ServeSettings",
+    "ServingLimits",
     "SiteFinetune",
     "TrainConfig",
     "alias_version",
     "audit_cohort",
+    "build_app",
     "bytes_curve",
     "compare_training",
     "cross_validate",
     "federate",
+    "fit_final_model",
     "format_summary",
     "ingest_cohort",
     "load_config",
@@ -109,7 +125,8 @@ __all__ = [
     "pool_folds",
     "pretrain",
     "read_cross_validation",
-    "register_best_fold",
+    "register_model",
+    "serve_model",
     "site_finetune",
     "split_cohort",
     "track_federation",

@@ -16,31 +16,39 @@ Files under ``out``::
     cv/cv_summary.json|.txt    mean ± SD over folds, as the studies report them
     cv/plots/*.png             ROC, PR, calibration, confusion (and per-site forest) of the pooled predictions
     cv/cross_validation.json   the fold runs (folders, MLflow run ids) and digests: :func:`read_cross_validation`
+    final/                     the model to deploy (:func:`fit_final_model`): by default a refit on every
+                               development patient (all but the split's gate set) for the epoch count the
+                               folds chose, so the deployed model is the one cross-validation estimated
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from clinical.cohort import read_cohort_meta, read_manifest
+from clinical.errors import ConfigurationError
 from clinical.evaluation.bootstrap import evaluate
 from clinical.evaluation.figures import save_plots
 from clinical.evaluation.report import format_mean_sd
-from clinical.splits import outer_folds, read_split
+from clinical.splits import OUTER, outer_folds, read_split, write_split
 from clinical.tracking import MlflowTracker
 from clinical.training import FitResult, TrainConfig, fit, load_result, summarize
 
 __all__ = [
     "TABLE_METRICS",
     "CrossValidation",
+    "FinalModel",
     "FoldRun",
     "cross_validate",
+    "fit_final_model",
     "format_summary",
     "open_cross_validation",
     "pool_folds",
@@ -49,6 +57,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: How the model to deploy is made: ``refit`` on all development patients (standard practice, the
+#: default), or ``best-fold``, the fold model with the best validation score (no extra training).
+FinalModel = Literal["refit", "best-fold"]
 
 #: Metrics shown in summaries, in this order.
 TABLE_METRICS = ("auroc", "auprc", "balanced_accuracy", "f1", "sensitivity", "specificity", "brier", "ece")
@@ -76,6 +88,8 @@ class CrossValidation:
     cohort_digest: str
     out: Path
     parent_run_id: str | None = None
+    final: FoldRun | None = None
+    final_how: FinalModel | None = None
 
     @property
     def config(self) -> TrainConfig:
@@ -171,7 +185,68 @@ def read_cross_validation(out: str | Path) -> CrossValidation:
         pooled=pd.read_parquet(folder / "predictions_pooled_test.parquet"),
         split_digest=record["split_digest"], cohort_digest=record["cohort_digest"], out=Path(out),
         parent_run_id=record["parent_run_id"],
+        final=FoldRun(**record["final"]) if record.get("final") else None, final_how=record.get("final_how"),
     )
+
+
+def fit_final_model(
+    cv: CrossValidation,
+    *,
+    cohort_dir: str | Path,
+    split_path: str | Path,
+    how: FinalModel = "refit",
+    tracker: MlflowTracker | None = None,
+) -> CrossValidation:
+    """The model to deploy, recorded in ``cv/cross_validation.json``; returns the updated cross-validation.
+
+    ``refit`` trains the recipe once more on every development patient (train, validation and
+    test patients of the folds; never the gate set) for the median of the folds' chosen epoch
+    counts, keeping the last epoch: the model whose performance the pooled table estimated. A
+    progressive schedule must then end its stages by epoch count (``unfreeze_every``).
+    ``best-fold`` keeps the fold model with the best validation score.
+
+    Raises
+    ------
+    ConfigurationError
+        For another ``how``, or a refit of a recipe whose stages end on a validation plateau.
+    """
+    if how == "best-fold":
+        best = max(cv.results, key=lambda r: r.best_score)
+        final = next(run for run in cv.fold_runs if run.fold == best.fold)
+    elif how == "refit":
+        if cv.config.unfreeze_patience is not None and cv.config.schedule == "progressive":
+            raise ConfigurationError(
+                "A refit has no validation patients, so its stages cannot end on a plateau: train with "
+                "unfreeze_every, or use how='best-fold'."
+            )
+        epochs = max(1, round(statistics.median(r.best_epoch + 1 for r in cv.results)))
+        recipe = cv.config.model_copy(update={"epochs": epochs, "select": "last", "early_stopping_patience": None})
+        folder = Path(cv.out) / "final"
+        folder.mkdir(parents=True, exist_ok=True)
+        development = _development_split(split_path, folder / "split.parquet", fold=cv.fold_runs[0].fold,
+                                         cohort_digest=cv.cohort_digest)
+        logger.info("Refitting %s on every development patient for %d epoch(s) (the folds' median).",
+                    recipe.model, epochs)
+        final = train_fold(recipe, cohort_dir=cohort_dir, split_path=development, fold=cv.fold_runs[0].fold,
+                           out=folder / "fit", tracker=tracker, run_name="final-refit")
+    else:
+        raise ConfigurationError(f"how must be 'refit' or 'best-fold'; got {how!r}.")
+    record_path = Path(cv.out) / "cv" / "cross_validation.json"
+    record = json.loads(record_path.read_text())
+    record |= {"final": asdict(final), "final_how": how}
+    record_path.write_text(json.dumps(record, indent=2))
+    return read_cross_validation(cv.out)
+
+
+def _development_split(split_path: str | Path, out: Path, *, fold: int, cohort_digest: str) -> Path:
+    """One fold in which every development patient trains; the gate set and unlabelled items keep their roles."""
+    split, meta = read_split(split_path)
+    rows = split[(split["fold"] == fold) & (split["inner"] == OUTER)].copy()
+    rows.loc[rows["role"].isin(["train", "val", "test"]), "role"] = "train"
+    rows.attrs = {"split": {**{k: v for k, v in meta.items() if k not in ("digest", "format")},
+                            "development_of": meta["digest"]}}
+    write_split(rows, out, cohort_digest=cohort_digest)
+    return out
 
 
 def cross_validate(
@@ -184,10 +259,12 @@ def cross_validate(
     tracker: MlflowTracker | None = None,
     run_name: str | None = None,
     n_boot: int = 1000,
+    final: FinalModel | None = None,
 ) -> CrossValidation:
     """Every outer fold of the split (or ``folds``) in this process, then :func:`pool_folds`.
 
-    Fold ``k`` is written to ``out/fold-<k>``; see the module docstring for the rest.
+    Fold ``k`` is written to ``out/fold-<k>``; see the module docstring for the rest. With
+    ``final`` the model to deploy is made too (:func:`fit_final_model`).
     """
     if folds is None:
         folds = outer_folds(read_split(split_path)[0])
@@ -196,7 +273,10 @@ def cross_validate(
     runs = [train_fold(config, cohort_dir=cohort_dir, split_path=split_path, fold=fold,
                        out=Path(out) / f"fold-{fold}", tracker=tracker, run_name=run_name)
             for fold in folds]
-    return pool_folds(runs, cohort_dir=cohort_dir, split_path=split_path, out=out, tracker=tracker, n_boot=n_boot)
+    cv = pool_folds(runs, cohort_dir=cohort_dir, split_path=split_path, out=out, tracker=tracker, n_boot=n_boot)
+    if final is None:
+        return cv
+    return fit_final_model(cv, cohort_dir=cohort_dir, split_path=split_path, how=final, tracker=tracker)
 
 
 def format_summary(summary: dict[str, dict[str, float]]) -> str:
