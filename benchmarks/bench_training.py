@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from benchmarks.hand_loop import hand_loop
 from benchmarks.report import emit
 from clinical.cohort.manifest import read_manifest
 from clinical.cohort.synthetic import generate_cohort
-from clinical.data import ManifestDataset, class_names, make_loader, preset, seed_epoch
+from clinical.data import class_names
 from clinical.ingest import ingest
 from clinical.models import create_model, save_backbone
 from clinical.splits import fold_items, split_manifest, write_split
@@ -45,30 +45,6 @@ def _cohort(root: Path, *, size: str, seed: int, strength: float) -> tuple[Path,
     return root / "cohort", read_manifest(root / "cohort")
 
 
-def _hand_loop(config: TrainConfig, manifest, cohort: Path, items: list[str], classes: list[str]) -> float:
-    """Items per second of the simplest correct loop, epochs after the first."""
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, spatial_dims=2, in_channels=1, num_classes=len(classes))
-    dataset = ManifestDataset(manifest, cohort, items=items, classes=classes,
-                              transform=preset("image", train=True, size=SIZE), cache_bytes=config.cache_bytes)
-    dataset.preload()
-    loader = make_loader(dataset, batch_size=config.batch_size, train=True, seed=config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    rates = []
-    for epoch in range(config.epochs):
-        seed_epoch(loader, seed=config.seed, epoch=epoch)
-        model.train()
-        start, count = time.perf_counter(), 0
-        for batch in loader:
-            loss = torch.nn.functional.cross_entropy(model(batch["image"]), batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            count += len(batch["label"])
-        rates.append(count / (time.perf_counter() - start))
-    return float(np.mean(rates[1:]))
-
-
 def bench_throughput(work: Path) -> dict:
     cohort, manifest = _cohort(work / "small", size="small", seed=0, strength=1.0)
     split = split_manifest(manifest, folds=3, seed=0)
@@ -78,7 +54,7 @@ def bench_throughput(work: Path) -> dict:
     train_items = fold_items(split, 0)["train"]
     ours, baseline = [], []
     for repeat in range(2):
-        baseline.append(_hand_loop(config, manifest, cohort, train_items, classes))
+        baseline.append(hand_loop(config, manifest, cohort, train_items, classes)["items_per_second"])
         result = fit(config, manifest=manifest, cohort_dir=cohort, split=split, fold=0, out=work / f"run-{repeat}")
         ours.append(float(np.mean([h["train_items_per_second"] for h in result.history[1:]])))
     return emit("training_step_throughput", ours=max(ours), baseline=max(baseline), unit="items/s",

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Debian tools the tests use: dcmtk (DICOM command-line tools), Orthanc with its DICOMweb plugin (a real
-# PACS), openslide-tools. Installs the missing ones when it can (root, or passwordless sudo); otherwise stops
-# at once with the one command to run.
+# PACS), openslide-tools, headless Chromium (prints the model report to PDF, and opens it in the tests). Installs
+# the missing ones when it can (root, or passwordless sudo); otherwise stops at once with the one command to run.
 set -euo pipefail
 
-PACKAGES="dcmtk orthanc orthanc-dicomweb openslide-tools"
+PACKAGES="dcmtk orthanc orthanc-dicomweb openslide-tools chromium-headless-shell"
 missing=$(for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
 [ -z "$missing" ] && exit 0
 

@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
     result = cohort_to_champion(settings)
     _print_summary(result, os.environ["MLFLOW_TRACKING_URI"])
+    from clinical.workflows import report_model
+
+    model = result["model"]
+    report = report_model(f"models:/{model['name']}/{model['version']}", workdir / "report",
+                          intended_use="Demonstration on synthetic radiographs: not for any clinical use.", pdf=None)
+    print(f"Report:      {report.html}" + (f" and {report.pdf}" if report.pdf else
+                                            " (no PDF: no headless Chromium installed; see infra/system-packages.sh)"))
     return 0
 
 
@@ -97,6 +104,9 @@ def _print_summary(result: dict, tracking_uri: str) -> None:
     print(f"Registered: {model['name']} version {model['version']} as @{model['alias']} ({how})")
     if model["decision"]:
         print(f"Gate:        {model['decision']['reason']}")
+    else:
+        print(f"Gate:        not run: the first version of {model['name']} becomes champion; a later version "
+              "faces the gate on the split's gate patients (locked away at split time)")
     print()
     print(f"MLflow UI:   mlflow ui --backend-store-uri {tracking_uri}")
     print("Prefect UI:  infra/prefect-server.sh start  (this run used Prefect's temporary server)")

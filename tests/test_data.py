@@ -50,7 +50,7 @@ def test_items_subset_keeps_order_and_unlabelled_is_minus_one(cohort):
     dataset = ManifestDataset(manifest, root, items=wanted)
     assert dataset.item_ids == wanted
     assert dataset.labels[1] == UNLABELLED
-    assert list(dataset.frame().columns) == ["item_id", "patient_key", "study_key", "site", "label"]
+    assert list(dataset.frame().columns) == ["item_id", "patient_key", "study_key", "series_key", "site", "label"]
 
 
 def test_bad_inputs_raise_domain_errors(cohort, tmp_path):

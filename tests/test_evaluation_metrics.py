@@ -129,7 +129,7 @@ def test_aggregate_averages_items_and_keeps_the_keys(binary_frame):
     assert aggregate(patients, BINARY)["prob_1"].tolist() == pytest.approx(patients["prob_1"].tolist())  # idempotent
 
 
-def test_aggregate_max_renormalises_and_unknown_labels_do_not_conflict():
+def test_aggregate_max_is_the_most_suspicious_item_and_unknown_labels_do_not_conflict():
     frame = pd.DataFrame(
         {
             "item_id": ["a", "b", "c"],
@@ -141,7 +141,10 @@ def test_aggregate_max_renormalises_and_unknown_labels_do_not_conflict():
     )
     out = aggregate(frame, BINARY, how="max").set_index("patient_key")
     assert out.loc["p", "label"] == 1
-    assert out.loc["p", "prob_1"] == pytest.approx(0.8 / 1.4)
+    assert out.loc["p", "prob_1"] == pytest.approx(0.8) and out.loc["p", "prob_0"] == pytest.approx(0.2)
+    three = frame.assign(prob_2=0.0)
+    out = aggregate(three, ["a", "b", "c"], how="max").set_index("patient_key")
+    assert out.loc["p", "prob_1"] == pytest.approx(0.8 / 1.4)  # multi-class: each class's max, renormalised
 
 
 def test_aggregate_refuses_conflicting_labels(binary_frame):

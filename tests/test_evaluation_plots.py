@@ -43,7 +43,8 @@ def _is_png(path: Path) -> bool:
 
 
 def test_per_site_table_has_every_site_the_pool_and_the_gap(binary, site_table):
-    assert list(site_table.columns) == ["site", "metric", "value", "low", "high", "n", "n_patients", "p_value"]
+    assert list(site_table.columns) == ["site", "metric", "value", "low", "high", "n", "n_patients", "p_value",
+                                        "aggregate"]
     assert set(site_table["site"]) == {"A", "B", "C", ALL_SITES, SITE_GAP}
     auroc = site_table[site_table["metric"] == "auroc"].set_index("site")
     for site in ("A", "B", "C"):

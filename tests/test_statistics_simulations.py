@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from evaluation_helpers import clustered_binary
-from scipy.stats import norm
+from scipy.stats import norm, ttest_1samp
+from sklearn.model_selection import StratifiedKFold
 
-from clinical.evaluation import evaluate, per_site
+from clinical.evaluation import compare_folds, evaluate, per_site
 from clinical.evaluation.sites import SITE_GAP
 from clinical.splits import leakage_inflation
+from clinical.stats import macro_auroc
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,47 @@ def inflation_null(
     return excludes / n_reps
 
 
+def fold_comparison_null(
+    n_reps: int, *, repeats: int, n: int = 80, features: int = 4, signal: float = 0.35, folds: int = 5, seed: int = 0
+) -> dict[str, float]:
+    """Two equally good recipes over (repeated) cross-validation: how often each test rejects at 5 %.
+
+    Recipe A fits a nearest-class-mean direction on the first ``features`` columns, recipe B on the next
+    ``features``, equally informative: their expected AUROC is the same by symmetry. The folds' training
+    sets overlap, which the Nadeau–Bengio correction allows for and the plain paired t-test over folds
+    does not.
+    """
+    rng = np.random.default_rng(seed)
+    rejects = {"nadeau_bengio": 0, "naive_t": 0}
+    y = np.arange(n) % 2
+    for _ in range(n_reps):
+        x = rng.normal(size=(n, 2 * features)) + signal * y[:, None]
+        scores: dict[str, list[float]] = {"a": [], "b": []}
+        n_train, n_test = [], []
+        for _ in range(repeats):
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=int(rng.integers(1 << 31)))
+            for train, test in splitter.split(x, y):
+                for name, columns in (("a", slice(0, features)), ("b", slice(features, 2 * features))):
+                    part = x[train][:, columns]
+                    direction = part[y[train] == 1].mean(axis=0) - part[y[train] == 0].mean(axis=0)
+                    s = x[test][:, columns] @ direction
+                    scores[name].append(float(macro_auroc(y[test], np.column_stack([-s, s]))[0]))
+                n_train.append(len(train))
+                n_test.append(len(test))
+        rejects["nadeau_bengio"] += compare_folds(scores["a"], scores["b"], n_train, n_test).p_value < 0.05
+        rejects["naive_t"] += ttest_1samp(np.subtract(scores["a"], scores["b"]), 0.0).pvalue < 0.05
+    return {name: float(count / n_reps) for name, count in rejects.items()}
+
+
+def test_the_corrected_fold_test_holds_its_type_i_error_where_the_plain_t_test_does_not():
+    """2 × 5-fold CV of 80 patients. Measured at 2000 repetitions: Nadeau–Bengio 5.9 %, plain t-test 25.6 %;
+    here (300 repetitions, about 1 s) 0.10 allows for the simulation's own noise (SE about 1.4 points)."""
+    rates = fold_comparison_null(n_reps=300, repeats=2)
+    logger.info("compare_folds under the null, 2 x 5 folds: %s", rates)
+    assert rates["nadeau_bengio"] <= 0.10
+    assert rates["naive_t"] >= 0.15 and rates["naive_t"] > 2 * rates["nadeau_bengio"]
+
+
 @pytest.mark.slow
 def test_bca_covers_the_auroc_at_40_patients_at_least_as_well_as_the_percentile_interval():
     """40 patients, about 10 positive. Measured here: AUROC percentile 0.915, BCa 0.925; sensitivity 0.91, 0.94."""
@@ -144,3 +187,5 @@ if __name__ == "__main__":  # the figures of docs/statistics.md, at their sizes 
     print("site gap, six identical sites of 40 patients:", site_gap_null(400, 1000))
     for m in (1, 3):
         print(f"inflation, null, {m} seed(s):", inflation_null(400, n_seeds=m))
+    for r in (1, 2, 5):
+        print(f"compare_folds, null, {r} x 5 folds:", fold_comparison_null(2000, repeats=r, seed=1))

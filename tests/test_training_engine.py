@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from test_data_helpers import write_toy_cohort
-from test_training_helpers import TINY
+from test_training_helpers import TINY, Crash, CrashAfter
 
 from clinical.cli import main
 from clinical.errors import ConfigurationError, LeakageError
@@ -47,19 +47,6 @@ class Recorder(BaseCallback):
 
     def on_fit_end(self, result):
         self.events.append(("end", result))
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter(BaseCallback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, metrics, state):
-        if epoch == self.epoch:
-            raise Crash
 
 
 def test_progressive_fit_learns_reports_and_writes_its_run(toy, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from clinical.models.registry import ModelConfig, list_models, register_model
+from clinical.training import BaseCallback
 
 TINY = "tinynet-test"
 
@@ -39,3 +40,16 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 if TINY not in list_models():
     register_model(_CONFIG)(TinyNet)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(BaseCallback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, metrics, state):
+        if epoch == self.epoch:
+            raise Crash

@@ -13,13 +13,27 @@ import sys
 from collections.abc import Sequence
 
 from clinical import __version__
-from clinical.cli import audit, federate, ingest, pretrain, pull, rejections, serve, split, synth, train
+from clinical.cli import (
+    audit,
+    federate,
+    ingest,
+    mil,
+    pretrain,
+    pull,
+    rejections,
+    report,
+    screen,
+    serve,
+    split,
+    synth,
+    train,
+)
 from clinical.errors import ClinicalError
 
 __all__ = ["main"]
 
 #: Sub-command modules, in the order of the data flow.
-COMMANDS = (synth, ingest, pull, rejections, split, audit, pretrain, train, federate, serve)
+COMMANDS = (synth, ingest, pull, rejections, split, audit, pretrain, train, mil, screen, federate, report, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,8 +44,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="keep DICOM images with Burned In Annotation (0028,0301) YES (rejected by default: text in the pixels)",
     )
     parser.add_argument(
+        "--channels", type=lambda text: tuple(text.split(",")), metavar="PT,CT",
+        help="stack the series of these modalities of each study as the channels of one item, on the grid of the "
+        "finest (PET as SUVbw); a study without one of them is rejected",
+    )
+    parser.add_argument(
         "--retry-failed", action="store_true",
         help="decode again the units whose worker died in an earlier run (skipped by default)",
+    )
+    parser.add_argument(
+        "--ray", metavar="ADDRESS", dest="ray_address",
+        help="scan and decode on this Ray cluster (auto, HOST:PORT); every node must see SOURCE and COHORT "
+        "at the same paths (--workers is then unused)",
     )
     parser.add_argument("--site-depth", type=int, default=0, help="folder depth below SOURCE that names the site")
     parser.add_argument(
@@ -75,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
         photo_tile=args.photo_tile,
         max_decoded_mb=args.max_decoded_mb,
         keep_burned_in=args.keep_burned_in,
+        channels=args.channels,
         retry_failed=args.retry_failed,
         site_depth=args.site_depth,
         site_from=args.site_from,
+        ray_address=args.ray_address,
     )
     print(f"cohort {report.cohort} (digest {report.digest[:12]})")
     if report.rejected:

@@ -26,7 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="scale of what carries the label (0 none, 1 default, 3 strong)",
     )
     parser.add_argument(
-        "--tasks", nargs="+", choices=("radiographs", "volumes", "slides", "papyri"), help="only these tasks"
+        "--tasks", nargs="+", choices=("radiographs", "volumes", "slides", "papyri", "petct"), help="only these tasks"
+    )
+    parser.add_argument(
+        "--no-ct-signal", action="store_true", help="PET/CT task: lesions show on PET only, not on CT"
     )
     parser.set_defaults(func=run)
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = generate_cohort(
         args.out, size=args.size, seed=args.seed, patient_effect=not args.no_patient_effect,
-        finding_strength=args.finding_strength, tasks=args.tasks,
+        finding_strength=args.finding_strength, tasks=args.tasks, ct_signal=not args.no_ct_signal,
     )
     print(format_summary(summary))
     print(f"\nWrote {args.out} (labels.csv and ground_truth.csv in each task folder, summary.json at the top).")

@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--config", type=Path, default=None, help="a config.json to start from; flags override it")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (needs --fold)")
+    parser.add_argument("--slices", action="store_true",
+                        help="train on the axial slices of the cohort's volumes (2D items, --kind image); each slice "
+                             "keeps its volume's patient and split role. The slice cohort is written to OUT/slices")
+    parser.add_argument("--slice-labels", type=Path, default=None, metavar="CSV",
+                        help="with --slices: a CSV series_uid,slice,label giving each slice its own label "
+                             "(default: the volume's label)")
     recipe = parser.add_argument_group("recipe: one flag per clinical.training.TrainConfig field")
     add_config_arguments(recipe, TrainConfig)
     tracking = parser.add_argument_group("tracking (MLflow at MLFLOW_TRACKING_URI, else ./mlflow.db)")
@@ -61,10 +67,18 @@ def run(args: argparse.Namespace) -> int:
         fit_final_model,
         pool_folds,
         register_model,
+        slice_cohort,
         train_fold,
     )
 
     config = config_from_args(args)
+    if args.slice_labels is not None and not args.slices:
+        raise ConfigurationError("--slice-labels labels the slices of --slices; give --slices with it.")
+    if args.slices:
+        if config.kind != "image":
+            raise ConfigurationError(f"--slices trains on 2D slices; use --kind image (got --kind {config.kind}).")
+        args.cohort, args.split = slice_cohort(args.cohort, args.split, args.out / "slices",
+                                               slice_labels=args.slice_labels)
     tracker = MlflowTracker(args.experiment or "clinical") if args.experiment or args.register else None
     if args.resume is not None:
         if args.fold is None:
@@ -85,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         test = r.test_metrics.get("auroc", float("nan"))
         print(f"fold {r.fold}: best epoch {r.best_epoch}, val AUROC {r.best_score:.3f}, test AUROC {test:.3f} "
               f"({config.monitor_level} level) -> {r.out}")
-    print(f"Pooled out-of-fold test metrics ({config.monitor_level} level, 95% patient-bootstrap CIs), "
+    unit = f"{config.monitor_level} level"
+    unit += "" if config.monitor_level == "item" else f", {config.aggregate} of items"
+    print(f"Pooled out-of-fold test metrics ({unit}, 95% patient-bootstrap CIs), "
           f"written to {args.out / 'cv'}:")
     print(cv.table.round(3).to_string(index=False))
     if len(cv.results) > 1:

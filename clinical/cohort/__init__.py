@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clinical.cohort.digest import bytes_digest, file_digest, files_digest, table_digest
+from clinical.cohort.digest import bytes_digest, code_digest, file_digest, files_digest, table_digest
 from clinical.cohort.manifest import (
     ITEM_KINDS,
     MANIFEST_COLUMNS,
@@ -21,6 +21,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "REJECTION_COLUMNS",
     "bytes_digest",
+    "code_digest",
     "cohort_digest",
     "file_digest",
     "files_digest",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["bytes_digest", "file_digest", "files_digest", "table_digest"]
+__all__ = ["bytes_digest", "code_digest", "file_digest", "files_digest", "table_digest"]
 
 _CHUNK = 1 << 20
 
@@ -35,6 +35,12 @@ def file_digest(path: str | Path) -> str:
 def files_digest(digests: Iterable[str]) -> str:
     """One digest for a set of files (a DICOM series), independent of their order."""
     return bytes_digest("\n".join(sorted(digests)).encode())
+
+
+def code_digest() -> str:
+    """One digest of the ``clinical`` package's source files (path and content): which code made a model."""
+    root = Path(__file__).resolve().parents[1]
+    return files_digest(f"{p.relative_to(root).as_posix()}:{file_digest(p)}" for p in root.rglob("*.py"))
 
 
 def table_digest(table: pd.DataFrame, *, columns: list[str], sort_by: str | list[str]) -> str:

@@ -3,7 +3,7 @@
 Each item is a dictionary, the form MONAI's dictionary transforms work on::
 
     {"image": Tensor (C, H, W) or (C, D, H, W), "label": int (-1 when unlabelled),
-     "item_id": str, "patient_key": str, "study_key": str, "site": str}
+     "item_id": str, "patient_key": str, "study_key": str, "series_key": str, "site": str}
 
 Class indices come from the sorted class names, so the same names always give
 the same indices; the names are stored with every checkpoint.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.transforms import Randomizable
+from monai.transforms import Randomizable, ToDeviced
 from tqdm.auto import tqdm
 
 from clinical.data.cache import ByteCappedCache, split_deterministic
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 UNLABELLED = -1
 
 #: Manifest columns carried into every item, next to the image and label.
-_KEY_COLUMNS = ("item_id", "patient_key", "study_key", "site")
+_KEY_COLUMNS = ("item_id", "patient_key", "study_key", "series_key", "site")
 
 
 def class_names(manifest: pd.DataFrame) -> list[str]:
@@ -72,12 +72,16 @@ class ManifestDataset(torch.utils.data.Dataset):
     cache_bytes
         Bytes of deterministic-transform output kept in memory so later epochs do not
         reread and resize files; 0 disables the cache.
+    channels
+        Names of the channels to keep, in this order, out of each item's ``modality``
+        (``PT+CT`` names two; see ``clinical.ingest.channels``): ``("PT",)`` trains on PET alone.
+        None keeps every channel.
 
     Raises
     ------
     ManifestError
         When an ``item_id`` is not in the manifest, a label is not one of ``classes``,
-        or the items mix kinds (one transform preset serves one kind).
+        or the items mix kinds (one transform preset serves one kind), or a channel is not among an item's.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         classes: Sequence[str] | None = None,
         transform: Callable[[dict], dict] | None = None,
         cache_bytes: int = 0,
+        channels: Sequence[str] | None = None,
     ) -> None:
         self.cohort_dir = Path(cohort_dir)
         self.classes = list(classes) if classes is not None else class_names(manifest)
@@ -116,6 +121,10 @@ class ManifestDataset(torch.utils.data.Dataset):
                 f"Label(s) {bad} are not among the classes {self.classes}; pass classes= with all names."
             )
         self._paths = rows["path"].astype(str).tolist()
+        # a slice view (clinical.data.slices) names the axial slice of the volume each item reads
+        slices = rows["slice"] if "slice" in rows else pd.Series(pd.NA, index=rows.index)
+        self._slices = [None if pd.isna(v) else int(v) for v in slices]
+        self._channels = _channel_indices(rows, channels)
         self._labels = [UNLABELLED if pd.isna(v) else index[v] for v in labels]
         self._keys = {c: rows[c].astype(str).tolist() for c in _KEY_COLUMNS}
         self.transform = transform
@@ -131,11 +140,16 @@ class ManifestDataset(torch.utils.data.Dataset):
         return np.asarray(self._labels, dtype=np.int64)
 
     @property
+    def on_device(self) -> bool:
+        """Whether the cached items are moved to the training device (a preset made with ``device=``)."""
+        return any(isinstance(step, ToDeviced) for step in getattr(self._cached_part, "transforms", ()))
+
+    @property
     def item_ids(self) -> list[str]:
         return list(self._keys["item_id"])
 
     def frame(self) -> pd.DataFrame:
-        """The items as a table: ``item_id, patient_key, study_key, site, label`` (class index)."""
+        """The items as a table: ``item_id, patient_key, study_key, series_key, site, label`` (class index)."""
         return pd.DataFrame({**self._keys, "label": self._labels})
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -165,11 +179,33 @@ class ManifestDataset(torch.utils.data.Dataset):
     def _load(self, index: int) -> np.ndarray:
         path = self.cohort_dir / self._paths[index]
         try:
-            array = np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False, mmap_mode="r" if self._slices[index] is not None else None)
         except FileNotFoundError:
             raise ManifestError(
                 f"The cached array {self._paths[index]} is missing under the cohort folder; re-run ingest."
             ) from None
         except ValueError as error:
             raise ManifestError(f"The cached array {self._paths[index]} cannot be read: {error}.") from None
+        if self._slices[index] is not None:
+            array = array[:, self._slices[index]]
+        if self._channels[index] is not None:
+            array = array[self._channels[index]]
         return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _channel_indices(rows: pd.DataFrame, channels: Sequence[str] | None) -> list[list[int] | None]:
+    """Per row, the indices of ``channels`` among the row's ``modality`` parts (``PT+CT``); None keeps all."""
+    if channels is None:
+        return [None] * len(rows)
+    wanted = [str(c).upper() for c in channels]
+    out: list[list[int] | None] = []
+    for modality in rows["modality"].astype(str):
+        names = modality.upper().split("+")
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ManifestError(
+                f"channels={wanted} asks for {missing}, but items of modality {modality!r} hold the channels "
+                f"{names}; ingest the series together with --channels, or choose among {names}."
+            )
+        out.append([names.index(c) for c in wanted])
+    return out

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.data import ThreadDataLoader
 from monai.data.utils import worker_init_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, WeightedRandomSampler
 
@@ -55,7 +56,9 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader for training (shuffled, or class-balanced) or evaluation (in order).
 
-    Call :func:`seed_epoch` at the start of each training epoch.
+    Call :func:`seed_epoch` at the start of each training epoch. A dataset whose cached items live
+    on the GPU (``dataset.on_device``) is batched in a background thread by MONAI's
+    ``ThreadDataLoader``, in the same order and with the same augmentation as the plain loader.
 
     Raises
     ------
@@ -77,14 +80,17 @@ def make_loader(
         sampler = RandomSampler(dataset, generator=generator)
     # BatchNorm cannot train on one item: a last training batch of one is dropped (the item is drawn in other epochs).
     per_epoch = len(sampler) if sampler is not None else len(dataset)
-    return DataLoader(
+    on_device = dataset.on_device
+    if on_device and num_workers:
+        raise ConfigurationError("Items on the device cannot cross into worker processes; use num_workers=0.")
+    return (ThreadDataLoader if on_device else DataLoader)(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
         drop_last=train and per_epoch > 1 and per_epoch % batch_size == 1,
         num_workers=num_workers,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory and not on_device,
         worker_init_fn=worker_init_fn if num_workers else None,
         generator=generator,
         persistent_workers=False,

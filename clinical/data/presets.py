@@ -10,7 +10,9 @@ anatomically or physically sensible for the kind:
 - ``volume`` (CT/MR/PET volumes, ``(C, D, H, W)``): small 3D rotation and scale,
   left–right flip (last axis), intensity jitter, noise.
 - ``tile`` (whole-slide tissue tiles): flips on both axes and 90° rotations (tissue
-  has no orientation), per-channel intensity jitter for stain variation, noise.
+  has no orientation), per-channel intensity jitter for stain variation, noise; with
+  ``stain="hed"`` also H&E stain jitter in stain space (:class:`~clinical.data.stain.RandHEDJitterd`),
+  before the z-score, since it acts on RGB as ingested (the dataset then caches only the resize).
 - ``photo`` (papyri, fundus and other photographs): small rotation and scale,
   **no flips** (script characters are chiral), per-channel intensity jitter, noise.
 """
@@ -32,12 +34,17 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     Resized,
+    ToDeviced,
 )
 
 from clinical.cohort.manifest import ITEM_KINDS
+from clinical.data.stain import RandHEDJitterd
 from clinical.errors import ConfigurationError
 
-__all__ = ["DEFAULT_SIZES", "preset", "spatial_dims_of", "spatial_size"]
+__all__ = ["DEFAULT_SIZES", "STAIN_AUGMENTATIONS", "preset", "spatial_dims_of", "spatial_size"]
+
+#: Stain augmentations a ``tile`` preset can add (``None``: the RGB intensity jitter only).
+STAIN_AUGMENTATIONS = ("hed",)
 
 KEY = "image"
 
@@ -81,7 +88,10 @@ def spatial_size(kind: str, size: int | Sequence[int] | None = None) -> tuple[in
     return values
 
 
-def preset(kind: str, *, train: bool, size: int | Sequence[int] | None = None) -> Compose:
+def preset(
+    kind: str, *, train: bool, size: int | Sequence[int] | None = None, device: torch.device | str | None = None,
+    stain: str | None = None,
+) -> Compose:
     """The transform chain for one item kind.
 
     Parameters
@@ -92,20 +102,32 @@ def preset(kind: str, *, train: bool, size: int | Sequence[int] | None = None) -
         Add random augmentation after the deterministic part.
     size
         Target spatial size in pixels (voxels for volumes), as :func:`spatial_size` reads it.
+    device
+        Move the image there at the end of the deterministic part, so the dataset's cache
+        holds device tensors and the augmentation runs on the device (MONAI's ``ToDeviced``).
+    stain
+        ``"hed"``: H&E stain jitter while training (``tile`` only; see the module docstring).
 
     Raises
     ------
     ConfigurationError
-        For an unknown kind or a size of the wrong length or sign.
+        For an unknown kind or stain, a stain for another kind than ``tile``, or a size of the wrong
+        length or sign.
     """
     dims = spatial_dims_of(kind)
     size = spatial_size(kind, size)
+    if stain is not None and (stain not in STAIN_AUGMENTATIONS or kind != "tile"):
+        raise ConfigurationError(f"stain augmentation must be one of {list(STAIN_AUGMENTATIONS)} and is for "
+                                 f"'tile' items only; got stain={stain!r} for kind {kind!r}.")
     steps = [
         EnsureTyped(keys=KEY, data_type="tensor", dtype=torch.float32),
         Resized(keys=KEY, spatial_size=size, mode="area" if dims == 2 else "trilinear"),
+        *([RandHEDJitterd(keys=KEY, prob=0.8)] if train and stain == "hed" else []),
         NormalizeIntensityd(keys=KEY, channel_wise=True),
         _plain_tensor(),
     ]
+    if device is not None:
+        steps.append(ToDeviced(keys=KEY, device=device))
     if train:
         steps += [*_augmentation(kind, size), _plain_tensor()]
     return Compose(steps)

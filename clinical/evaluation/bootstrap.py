@@ -68,6 +68,7 @@ class Units:
     classes: list[str]
     multilabel: bool
     level: str
+    aggregate: str = "mean"  # how items became one unit: mean, median, max; "none" at item level
 
     @property
     def n_patients(self) -> int:
@@ -93,7 +94,8 @@ def prepare_units(
         raise PredictionsError(f"no {level} has a known label; nothing to evaluate.")
     units = units[known].reset_index(drop=True)
     clusters = pd.factorize(units["patient_key"], sort=True)[0]
-    return Units(units, y[known], probs_array(units, len(classes)), clusters, classes, multilabel, level)
+    return Units(units, y[known], probs_array(units, len(classes)), clusters, classes, multilabel, level,
+                 how if level != "item" else "none")
 
 
 def weight_chunks(units: Units, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -231,9 +233,9 @@ def evaluate(
     classes
         Class names in class-index order.
     level
-        Level of the metric: ``"patient"`` (default) and ``"study"`` average
-        item probabilities first; ``"item"`` scores items. Whatever the level,
-        the bootstrap resamples patients.
+        Level of the metric: ``"patient"`` (default), ``"study"`` and ``"series"``
+        (a whole slide for tiles) combine item probabilities first; ``"item"`` scores
+        items. Whatever the level, the bootstrap resamples patients.
     n_boot
         Bootstrap resamples.
     seed
@@ -320,7 +322,7 @@ def evaluate(
         n_skipped=n_skipped,
         ci=ci,
         ci_method=method,
-        aggregate=aggregate if level != "item" else "none",
+        aggregate=units.aggregate,
         threshold=None if multiclass else (DEFAULT_THRESHOLD if threshold is None else float(threshold)),
         classes=list(units.classes),
     )

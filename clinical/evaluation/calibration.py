@@ -17,21 +17,23 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.calibration import calibration_curve
+from sklearn.linear_model import LogisticRegression
 
 from clinical.errors import ConfigurationError, PredictionsError
 from clinical.evaluation.predictions import (
     Level,
-    aggregate,
     is_multilabel,
     labels_array,
     prob_columns,
     probs_array,
 )
+from clinical.evaluation.predictions import aggregate as aggregate_items
 from clinical.stats import bin_edges, calibration_error
 
 __all__ = [
     "DEFAULT_BINS",
     "apply_temperature",
+    "calibration_slope_intercept",
     "confidence_and_outcome",
     "expected_calibration_error",
     "fit_temperature",
@@ -94,8 +96,12 @@ def reliability_table(
     level: Level = "patient",
     n_bins: int = DEFAULT_BINS,
     strategy: str = "uniform",
+    aggregate: str = "mean",
 ) -> pd.DataFrame:
     """Data for a reliability diagram, from :func:`sklearn.calibration.calibration_curve`.
+
+    At patient (study) level the items are first combined by ``aggregate`` (``"mean"``, ``"median"``
+    or ``"max"``): a max over slices is calibrated differently from their mean.
 
     Returns
     -------
@@ -105,7 +111,7 @@ def reliability_table(
         tasks use the positive-class probability; multi-class tasks the top-label
         confidence against top-label correctness.
     """
-    frame = aggregate(frame, classes, level=level)
+    frame = aggregate_items(frame, classes, level=level, how=aggregate)
     if is_multilabel(frame):
         raise ConfigurationError("reliability_table supports single-label tasks; pass one label's frame at a time.")
     y = labels_array(frame, len(classes))
@@ -120,6 +126,36 @@ def reliability_table(
     edges = bin_edges(n_bins) if strategy == "uniform" else quantile_edges
     counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=n_bins)  # the edge rule of bin_ids
     return pd.DataFrame({"prob_pred": prob_pred, "prob_true": prob_true, "count": counts[counts > 0]})
+
+
+def calibration_slope_intercept(
+    frame: pd.DataFrame, classes: Sequence[str], *, level: Level = "patient", aggregate: str = "mean"
+) -> tuple[float, float]:
+    """Calibration slope and intercept (Cox, 1958): the logistic fit of the outcome on the predicted log-odds.
+
+    A slope below 1 says the predictions are too extreme (over-fitting), above 1 too timid; the
+    intercept (at that slope) says whether risks are too high (< 0) or too low (> 0) overall. Perfect:
+    slope 1, intercept 0. Binary tasks, the positive class, after items are combined by ``aggregate``.
+
+    Raises
+    ------
+    ConfigurationError
+        For a multi-class or multi-label task (there is no single log-odds to recalibrate).
+    PredictionsError
+        When the labelled units hold one outcome only.
+    """
+    frame = aggregate_items(frame, classes, level=level, how=aggregate)
+    if is_multilabel(frame) or len(classes) != 2:
+        raise ConfigurationError(f"Calibration slope and intercept are defined for binary tasks; got {len(classes)} "
+                                 "classes.")
+    y = labels_array(frame, 2)
+    known = y >= 0
+    p = np.clip(probs_array(frame, 2)[known, 1], _PROB_FLOOR, 1 - _PROB_FLOOR)
+    if len(np.unique(y[known])) < 2:
+        raise PredictionsError(f"a calibration slope needs both outcomes among the {int(known.sum())} labelled "
+                               f"{level}s; got one.")
+    fit = LogisticRegression(C=np.inf).fit(np.log(p / (1 - p))[:, None], y[known])
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
 def _as_log_probs(values: np.ndarray) -> np.ndarray:

@@ -42,7 +42,10 @@ LOWER_IS_BETTER = ("brier", "ece")
 
 @dataclass(frozen=True)
 class Comparison:
-    """Result of :func:`compare`: ``difference = value_a - value_b`` with its CI and a two-sided p-value."""
+    """Result of :func:`compare`: ``difference = value_a - value_b`` with its CI and a two-sided p-value.
+
+    ``aggregate`` says how items became one probability per patient (study); ``"none"`` at item level.
+    """
 
     metric: str
     method: str
@@ -55,6 +58,7 @@ class Comparison:
     n_units: int
     n_patients: int
     level: str
+    aggregate: str = "mean"
 
     def to_dict(self) -> dict[str, float | str | int]:
         """Plain values for logging (the metric name and method as strings)."""
@@ -207,10 +211,12 @@ def delong_test(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, *, ci: 
     return float(aucs[0]), float(aucs[1]), difference, float(difference - z * se), float(difference + z * se), p_value
 
 
-def _paired_units(frame_a: pd.DataFrame, frame_b: pd.DataFrame, classes: list[str], level: str) -> tuple[Units, Units]:
+def _paired_units(
+    frame_a: pd.DataFrame, frame_b: pd.DataFrame, classes: list[str], level: str, how: str
+) -> tuple[Units, Units]:
     """Both models' units in the same order; the same patients and labels are required."""
-    a = prepare_units(frame_a, classes, level=level)
-    b = prepare_units(frame_b, classes, level=level)
+    a = prepare_units(frame_a, classes, level=level, how=how)
+    b = prepare_units(frame_b, classes, level=level, how=how)
     key = LEVEL_KEYS[level]
     keys_a, keys_b = a.frame[key], b.frame[key]
     if len(keys_a) != len(keys_b) or set(keys_a) != set(keys_b):
@@ -228,6 +234,7 @@ def _paired_units(frame_a: pd.DataFrame, frame_b: pd.DataFrame, classes: list[st
         b.classes,
         b.multilabel,
         level,
+        b.aggregate,
     )
     if not np.array_equal(a.y, b.y):
         raise PredictionsError(f"the two frames disagree on the labels of some {level}s; compare on one test set.")
@@ -246,6 +253,7 @@ def compare(
     seed: int = 0,
     threshold: float | None = None,
     ci: float = 0.95,
+    aggregate: str = "mean",
 ) -> Comparison:
     """Compare model A with model B on the same patients: ``difference = metric(A) - metric(B)``.
 
@@ -264,8 +272,8 @@ def compare(
     metric
         Metric to compare; for ``brier`` and ``ece`` lower is better, so a better A
         has a negative difference.
-    n_boot, seed, threshold, ci
-        As in :func:`clinical.evaluation.evaluate`.
+    n_boot, seed, threshold, ci, aggregate
+        As in :func:`clinical.evaluation.evaluate`; both models' items are combined the same way.
 
     Returns
     -------
@@ -285,7 +293,7 @@ def compare(
     check_bootstrap_options(n_boot, ci)
     if method not in ("delong", "bootstrap"):
         raise ConfigurationError(f"method must be 'delong' or 'bootstrap'; got {method!r}.")
-    a, b = _paired_units(frame_a, frame_b, classes, level)
+    a, b = _paired_units(frame_a, frame_b, classes, level, aggregate)
     if method == "delong":
         if metric != "auroc" or len(classes) != 2 or a.multilabel:
             raise ConfigurationError(
@@ -302,7 +310,8 @@ def compare(
             )
         auc_a, auc_b, difference, low, high, p_value = delong_test(a.y, a.probs[:, 1], b.probs[:, 1], ci=ci)
         return Comparison(
-            metric, method, auc_a, auc_b, difference, low, high, p_value, len(a.clusters), a.n_patients, level
+            metric, method, auc_a, auc_b, difference, low, high, p_value, len(a.clusters), a.n_patients, level,
+            a.aggregate,
         )
 
     check_threshold(threshold, len(classes), a.multilabel)
@@ -339,4 +348,5 @@ def compare(
         len(a.clusters),
         a.n_patients,
         level,
+        a.aggregate,
     )

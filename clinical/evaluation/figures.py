@@ -16,16 +16,21 @@ __all__ = ["save_plots"]
 logger = logging.getLogger(__name__)
 
 
-def save_plots(frame: pd.DataFrame, classes: list[str], folder: Path, *, level: str = "patient") -> list[Path]:
-    """ROC, PR, calibration, confusion and (with several sites) forest plots of one predictions frame, as PNGs."""
+def save_plots(
+    frame: pd.DataFrame, classes: list[str], folder: Path, *, level: str = "patient", aggregate: str = "mean"
+) -> list[Path]:
+    """ROC, PR, calibration, confusion and (with several sites) forest plots of one predictions frame, as PNGs.
+
+    Items are combined into patients (studies) by ``aggregate``, as the metrics they illustrate were.
+    """
     figures = {
-        "roc": lambda: plot_roc(frame, classes, level=level),
-        "pr": lambda: plot_pr(frame, classes, level=level),
-        "calibration": lambda: plot_calibration(frame, classes, level=level),
-        "confusion": lambda: plot_confusion(frame, classes, level=level),
+        "roc": lambda: plot_roc(frame, classes, level=level, aggregate=aggregate),
+        "pr": lambda: plot_pr(frame, classes, level=level, aggregate=aggregate),
+        "calibration": lambda: plot_calibration(frame, classes, level=level, aggregate=aggregate),
+        "confusion": lambda: plot_confusion(frame, classes, level=level, aggregate=aggregate),
     }
     if frame["site"].nunique() > 1:
-        figures["sites"] = lambda: plot_forest(per_site(frame, classes, level=level, n_boot=200))
+        figures["sites"] = lambda: plot_forest(per_site(frame, classes, level=level, n_boot=200, aggregate=aggregate))
     paths = []
     for name, make in figures.items():
         try:

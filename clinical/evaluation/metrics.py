@@ -178,8 +178,8 @@ def score(
     classes
         Class names in class-index order.
     level
-        ``"patient"`` (default) or ``"study"`` average item probabilities first;
-        ``"item"`` scores items as they are.
+        ``"patient"`` (default), ``"study"`` or ``"series"`` (a whole slide) combine item
+        probabilities first; ``"item"`` scores items as they are.
     threshold
         Operating point on ``prob_1`` (binary) or on every label (multi-label),
         usually from :func:`choose_threshold` on validation data; 0.5 when None.
@@ -189,7 +189,8 @@ def score(
     aggregate
         How a patient's (study's) item probabilities become its probability at ``level="patient"``
         (``"study"``): one of :data:`clinical.evaluation.predictions.AGGREGATIONS` — ``"mean"`` (default),
-        ``"median"`` or ``"max"`` (a finding seen on any slice). Ignored at item level.
+        ``"median"``, ``"max"`` (a finding seen on any slice) or ``"top3"``/``"top10"`` (the mean of the
+        highest, for a finding on a few tiles of a slide). Ignored at item level.
 
     Returns
     -------
@@ -238,6 +239,7 @@ def choose_threshold(
     level: Level = "patient",
     method: Literal["youden", "sensitivity", "specificity"] = "youden",
     target: float = 0.9,
+    aggregate: str = "mean",
 ) -> float:
     """Choose the operating point on validation data (binary tasks).
 
@@ -256,6 +258,8 @@ def choose_threshold(
         ``"specificity"`` the lowest threshold whose specificity reaches ``target``.
     target
         Required sensitivity or specificity in (0, 1].
+    aggregate
+        How items become one probability per patient (study), as the test metrics will combine them.
 
     Returns
     -------
@@ -274,7 +278,7 @@ def choose_threshold(
         raise ConfigurationError(f"method must be 'youden', 'sensitivity' or 'specificity'; got {method!r}.")
     if not 0.0 < target <= 1.0:
         raise ConfigurationError(f"target must be in (0, 1]; got {target!r}.")
-    frame = aggregate_items(val_frame, classes, level=level)
+    frame = aggregate_items(val_frame, classes, level=level, how=aggregate)
     if len(classes) != 2 or is_multilabel(frame):
         raise ConfigurationError(f"choose_threshold needs a binary task; got classes {classes}.")
     y = labels_array(frame, 2)

@@ -49,7 +49,7 @@ _DISPLAY = {
     "brier": "Brier score",
     "ece": "ECE",
 }
-_LEVEL_WORD = {"patient": "patients", "study": "studies", "item": "items"}
+_LEVEL_WORD = {"patient": "patients", "study": "studies", "series": "series", "item": "items"}
 
 
 def save_figure(figure: Figure, path: str | Path, *, dpi: int = 150) -> Path:
@@ -60,11 +60,12 @@ def save_figure(figure: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     return path
 
 
-def _count(n_units: int, n_patients: int, level: str) -> str:
-    """ "120 patients" or "480 items of 120 patients"."""
-    if level == "patient":
-        return f"{n_patients} patients"
-    return f"{n_units} {_LEVEL_WORD[level]} of {n_patients} patients"
+def _count(units: Units) -> str:
+    """ "120 patients (max of items)" or "480 items of 120 patients": what was scored, and how items were combined."""
+    how = "" if units.aggregate == "none" else f" ({units.aggregate} of items)"
+    if units.level == "patient":
+        return f"{units.n_patients} patients{how}"
+    return f"{len(units.clusters)} {_LEVEL_WORD[units.level]} of {units.n_patients} patients{how}"
 
 
 def _named(frames: Frames) -> dict[str, pd.DataFrame]:
@@ -122,6 +123,7 @@ def _curve_figure(
     seed: int,
     ci: float,
     title: str | None,
+    aggregate: str,
 ) -> Figure:
     check_bootstrap_options(n_boot, ci)
     named = _named(frames)
@@ -129,10 +131,8 @@ def _curve_figure(
     ax = figure.add_subplot()
     colors = itertools.cycle([f"C{i}" for i in range(10)])
     prevalences = []
-    n_units = n_patients = 0
     for name, frame in named.items():
-        units = prepare_units(frame, classes, level=level)
-        n_units, n_patients = len(units.clusters), units.n_patients
+        units = prepare_units(frame, classes, level=level, how=aggregate)
         weights = resample_weights(units.clusters, n_boot, np.random.default_rng(seed))
         for label, y, s, mask in _binary_tasks(units, name, len(named) > 1):
             y, s, w = y[mask].astype(np.int64), s[mask], weights[:, mask]
@@ -166,7 +166,7 @@ def _curve_figure(
     default = "ROC curve" if kind == "roc" else "Precision–recall curve"
     ax.set_title(
         title
-        or f"{default} — {_count(n_units, n_patients, level)}\n"
+        or f"{default} — {_count(units)}\n"
         f"shaded: {ci:.0%} patient-bootstrap band ({n_boot} resamples)",
         fontsize=10,
     )
@@ -182,6 +182,7 @@ def plot_roc(
     seed: int = 0,
     ci: float = 0.95,
     title: str | None = None,
+    aggregate: str = "mean",
 ) -> Figure:
     """ROC curve(s) with a patient-bootstrap band and the AUROC with its CI in the legend.
 
@@ -192,12 +193,14 @@ def plot_roc(
         Multi-class frames give one one-vs-rest curve per class; multi-label one per label.
     classes
         Class names in class-index order.
-    level, n_boot, seed, ci
-        As in :func:`clinical.evaluation.evaluate` (200 resamples suffice for a band).
+    level, n_boot, seed, ci, aggregate
+        As in :func:`clinical.evaluation.evaluate` (200 resamples suffice for a band); the default
+        title names the aggregation.
     title
         Replaces the default title.
     """
-    return _curve_figure(frames, classes, kind="roc", level=level, n_boot=n_boot, seed=seed, ci=ci, title=title)
+    return _curve_figure(frames, classes, kind="roc", level=level, n_boot=n_boot, seed=seed, ci=ci, title=title,
+                         aggregate=aggregate)
 
 
 def plot_pr(
@@ -209,13 +212,15 @@ def plot_pr(
     seed: int = 0,
     ci: float = 0.95,
     title: str | None = None,
+    aggregate: str = "mean",
 ) -> Figure:
     """Precision–recall curve(s) with a patient-bootstrap band, AUPRC (average precision) with its CI.
 
     The dashed line at the prevalence is what a random classifier achieves.
     Parameters as in :func:`plot_roc`.
     """
-    return _curve_figure(frames, classes, kind="pr", level=level, n_boot=n_boot, seed=seed, ci=ci, title=title)
+    return _curve_figure(frames, classes, kind="pr", level=level, n_boot=n_boot, seed=seed, ci=ci, title=title,
+                         aggregate=aggregate)
 
 
 def plot_calibration(
@@ -225,6 +230,7 @@ def plot_calibration(
     level: Level = "patient",
     n_bins: int = DEFAULT_BINS,
     title: str | None = None,
+    aggregate: str = "mean",
 ) -> Figure:
     """Reliability diagram with the ECE in the legend and the distribution of predictions below.
 
@@ -237,10 +243,10 @@ def plot_calibration(
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="perfect calibration")
     for i, (name, frame) in enumerate(named.items()):
-        units = prepare_units(frame, classes, level=level)
+        units = prepare_units(frame, classes, level=level, how=aggregate)
         if units.multilabel:
             raise ConfigurationError("plot_calibration supports single-label tasks.")
-        table = reliability_table(units.frame, classes, level=level, n_bins=n_bins)
+        table = reliability_table(frame, classes, level=level, n_bins=n_bins, aggregate=aggregate)
         ece = expected_calibration_error(units.y, units.probs, n_bins=n_bins)
         label = f"{name}: ECE {ece:.3f}" if len(named) > 1 else f"ECE {ece:.3f}"
         top.plot(table["prob_pred"], table["prob_true"], marker="o", color=f"C{i}", lw=2, label=label)
@@ -252,7 +258,7 @@ def plot_calibration(
     top.legend(loc="upper left", fontsize=8)
     top.set_title(
         title
-        or f"Reliability diagram — {_count(len(units.clusters), units.n_patients, level)}, {n_bins} equal-width bins",
+        or f"Reliability diagram — {_count(units)}, {n_bins} equal-width bins",
         fontsize=10,
     )
     bottom.set(xlabel=f"predicted {what}", ylabel=_LEVEL_WORD[level])
@@ -267,9 +273,10 @@ def plot_confusion(
     level: Level = "patient",
     threshold: float | None = None,
     title: str | None = None,
+    aggregate: str = "mean",
 ) -> Figure:
     """Confusion matrix: counts, and the share of each true class (row) as colour and percentage."""
-    units = prepare_units(frame, classes, level=level)
+    units = prepare_units(frame, classes, level=level, how=aggregate)
     if units.multilabel:
         raise ConfigurationError("plot_confusion supports single-label tasks; a multi-label task has one per label.")
     n_classes = len(classes)
@@ -297,7 +304,7 @@ def plot_confusion(
     ax.set_yticklabels(classes)
     figure.colorbar(image, ax=ax, label="share of the true class", shrink=0.8)
     rule = "argmax" if n_classes > 2 else f"P({classes[1]}) ≥ {0.5 if threshold is None else threshold:.3g}"
-    ax.set_title(title or f"Confusion matrix — {len(units.y)} {_LEVEL_WORD[level]} ({rule})", fontsize=10)
+    ax.set_title(title or f"Confusion matrix — {_count(units)}, {rule}", fontsize=10)
     return figure
 
 
@@ -347,5 +354,7 @@ def plot_forest(site_table: pd.DataFrame, *, metric: str = "auroc", title: str |
     ax.set_xlabel(_DISPLAY.get(metric, metric))
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.7, len(sites) + 0.7)
-    ax.set_title(title or f"{_DISPLAY.get(metric, metric)} per site with bootstrap CI{subtitle}", fontsize=10)
+    how = rows["aggregate"].iloc[0]
+    unit = "" if how == "none" else f" ({how} of items)"
+    ax.set_title(title or f"{_DISPLAY.get(metric, metric)} per site{unit} with bootstrap CI{subtitle}", fontsize=10)
     return figure

@@ -2,8 +2,9 @@
 
 One row per item (image, slice, volume, tile) with the columns
 
-``item_id, patient_key, study_key, site``
-    identifiers copied from the cohort manifest (keyed hashes, never PHI);
+``item_id, patient_key, study_key, series_key, site``
+    identifiers copied from the cohort manifest (keyed hashes, never PHI); a
+    series is a DICOM series, or one whole slide whose tiles are the items;
 ``label``
     integer class index, ``<NA>`` when unknown (single-label tasks), or
 ``label_0 … label_{C-1}``
@@ -13,8 +14,8 @@ One row per item (image, slice, volume, tile) with the columns
     tasks; independent per-label probabilities for multi-label tasks).
 
 Class names travel separately as ``classes: list[str]``. Clinics decide per
-patient or per study, so metrics are computed after :func:`aggregate` has
-averaged the items of each patient (or study).
+patient, per study or per slide, so metrics are computed after :func:`aggregate`
+has combined the items of each patient (study, series).
 """
 
 from __future__ import annotations
@@ -45,14 +46,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Level = Literal["patient", "study", "item"]
+Level = Literal["patient", "study", "series", "item"]
 
 #: Levels at which metrics can be computed, and the column that identifies one unit at each.
-LEVEL_KEYS: dict[str, str] = {"patient": "patient_key", "study": "study_key", "item": "item_id"}
+LEVEL_KEYS: dict[str, str] = {
+    "patient": "patient_key", "study": "study_key", "series": "series_key", "item": "item_id"
+}
 LEVELS = tuple(LEVEL_KEYS)
 
-#: How item probabilities are combined into one per patient or study.
-AGGREGATIONS = ("mean", "median", "max")
+#: How item probabilities are combined into one per patient, study or series; ``top<k>`` is the mean of the
+#: k highest (of all items when a unit has fewer), between the mean and the max: a slide whose finding covers
+#: a few tiles is not averaged away, and one odd tile does not decide it.
+AGGREGATIONS = ("mean", "median", "max", "top3", "top10")
 
 #: Probabilities of a single-label row must sum to 1 within this tolerance (float32 softmax outputs).
 _SUM_TOLERANCE = 1e-3
@@ -96,7 +101,7 @@ def validate_predictions(frame: pd.DataFrame, classes: Sequence[str]) -> pd.Data
     """Check a predictions frame against the contract and return it with clean dtypes.
 
     ``patient_key`` and the probability columns are required; ``item_id``,
-    ``study_key`` and ``site`` are required only by the functions that use them
+    ``study_key``, ``series_key`` and ``site`` are required only by the functions that use them
     (an aggregated frame has no ``item_id``).
 
     Parameters
@@ -141,7 +146,7 @@ def validate_predictions(frame: pd.DataFrame, classes: Sequence[str]) -> pd.Data
             "pass the full class list."
         )
     out = frame.copy()
-    for column in ("item_id", "patient_key", "study_key", "site"):
+    for column in ("item_id", "patient_key", "study_key", "series_key", "site"):
         if column in out.columns:
             out[column] = out[column].astype("string")
     if out["patient_key"].isna().any():
@@ -201,10 +206,10 @@ def aggregate(
     level: Level = "patient",
     how: str = "mean",
 ) -> pd.DataFrame:
-    """Combine item predictions into one row per patient or study.
+    """Combine item predictions into one row per patient, study or series (a whole slide).
 
-    Clinics decide per patient (or per study), and items of one patient are not
-    independent, so metrics at those levels average the items first.
+    Clinics decide per patient (or per study, per slide), and items of one patient
+    are not independent, so metrics at those levels combine the items first.
 
     Parameters
     ----------
@@ -213,18 +218,20 @@ def aggregate(
     classes
         Class names; when None, the number of ``prob_`` columns decides.
     level
-        ``"patient"`` groups by ``patient_key``, ``"study"`` by ``study_key``
-        (keeping ``patient_key`` for the cluster bootstrap), ``"item"`` returns the
-        validated frame unchanged.
+        ``"patient"`` groups by ``patient_key``, ``"study"`` by ``study_key`` and
+        ``"series"`` by ``series_key`` (both keeping ``patient_key`` for the cluster
+        bootstrap), ``"item"`` returns the validated frame unchanged.
     how
-        ``"mean"`` (default), ``"median"`` or ``"max"`` of the probabilities. For
-        single-label tasks the result is renormalised to sum to 1 (only ``median``
-        and ``max`` change it).
+        ``"mean"`` (default), ``"median"``, ``"max"`` or ``"top<k>"`` (the mean of the k
+        highest) of the probabilities. A binary task combines the positive class and takes
+        its complement, so ``max`` is the most suspicious item's probability (a patient with
+        one eye at 0.8 and one at 0.4 is 0.8). Multi-class single-label tasks combine each
+        class and renormalise to sum to 1; multi-label tasks combine each label alone.
 
     Returns
     -------
     pandas.DataFrame
-        One row per unit with ``patient_key`` (and ``study_key`` at study level),
+        One row per unit with ``patient_key`` (and ``study_key`` or ``series_key``),
         ``site``, the label column(s), the probability columns and ``n_items``.
         A unit's label is its known label; unknown (``<NA>``) items do not conflict.
         A unit whose items come from several sites gets the sites joined by ``+``.
@@ -232,8 +239,8 @@ def aggregate(
     Raises
     ------
     PredictionsError
-        The items of one unit carry different known labels, a study spans
-        several patients, or the grouping column is missing.
+        The items of one unit carry different known labels, a study or series
+        spans several patients, or the grouping column is missing.
     ConfigurationError
         ``level`` or ``how`` is not one of the allowed values.
     """
@@ -261,20 +268,24 @@ def aggregate(
             raise PredictionsError(
                 f"{conflicting} {level}(s) have items with different known values in {column!r}; a {level}-level "
                 f"metric needs one label per {level}. Fix the labels in the cohort, or evaluate at a finer level "
-                "(study or item)."
+                "(study, series or item)."
             )
-    out = grouped[pcols].agg(how)
-    if not multilabel and how != "mean":
+    binary = not multilabel and n_classes == 2 and how != "mean"
+    combined = pcols[1:] if binary else pcols
+    out = grouped[combined].agg(_top_mean(int(how[3:]))) if how.startswith("top") else grouped[combined].agg(how)
+    if binary:
+        out.insert(0, pcols[0], 1.0 - out[pcols[1]])
+    elif not multilabel and how != "mean":
         out[pcols] = out[pcols].to_numpy() / out[pcols].to_numpy().sum(axis=1, keepdims=True)
     for column in lcols:
         out[column] = grouped[column].first().astype("Int64")  # first() skips <NA>; labels agree (checked above)
     out["n_items"] = grouped.size().astype("int64")
-    if level == "study":
+    if level in ("study", "series"):
         patients = grouped["patient_key"].nunique()
         if (patients > 1).any():
             raise PredictionsError(
-                f"{int((patients > 1).sum())} studies span several patients; study_key must identify one study "
-                "of one patient."
+                f"{int((patients > 1).sum())} {level} units span several patients; {key} must identify one "
+                f"{level} of one patient."
             )
         out["patient_key"] = grouped["patient_key"].first()
     if "site" in frame.columns:
@@ -286,8 +297,18 @@ def aggregate(
             )
         out["site"] = sites.astype("string")
     out = out.reset_index()
-    front = [key] + (["patient_key"] if level == "study" else []) + (["site"] if "site" in out.columns else [])
+    front = [key] + (["patient_key"] if level != "patient" else []) + (["site"] if "site" in out.columns else [])
     out = out[front + lcols + pcols + ["n_items"]]
     out[key] = out[key].astype("string")
     out["patient_key"] = out["patient_key"].astype("string")
     return out
+
+
+def _top_mean(k: int):
+    """The mean of the ``k`` highest values of a group (of all of them when it has fewer)."""
+
+    def top_mean(values: pd.Series) -> float:
+        return float(np.sort(values.to_numpy())[-k:].mean())
+
+    top_mean.__name__ = f"top{k}"
+    return top_mean

@@ -143,6 +143,12 @@ class Report:
             out["threshold"] = float(self.threshold)
         return out
 
+    def to_table(self) -> pd.DataFrame:
+        """The table as files record it: ``metric, value, low, high`` and, on every row, the ``level``, the
+        ``aggregate`` (how item scores became a patient score) and the ``ci_method`` behind it, so that a
+        metrics file read on its own says what its numbers are."""
+        return self.table.assign(level=self.level, aggregate=self.aggregate, ci_method=self.ci_method)
+
     def formatted(self, *, digits: int = 3) -> dict[str, str]:
         """``{"auroc": "0.955 (0.953–0.956)", …}`` for tables and captions."""
         return {

@@ -87,6 +87,7 @@ def per_site(
     threshold: float | None = None,
     ci: float = 0.95,
     metrics: Sequence[str] = METRICS,
+    aggregate: str = "mean",
 ) -> pd.DataFrame:
     """Metrics with patient-bootstrap CIs for every site, pooled, and the spread between sites.
 
@@ -101,12 +102,16 @@ def per_site(
         As in :func:`clinical.evaluation.evaluate`.
     metrics
         Metrics to tabulate (default: the headline :data:`METRICS`).
+    aggregate
+        How a patient's (study's) items become one probability: ``"mean"``, ``"median"`` or ``"max"``,
+        as in :func:`clinical.evaluation.evaluate`.
 
     Returns
     -------
     pandas.DataFrame
         Tidy table with columns ``site, metric, value, low, high, n, n_patients,
-        p_value``: one row per site and metric, a pooled row (``site == ALL_SITES``),
+        p_value, aggregate`` (the aggregation used; ``"none"`` at item level): one row
+        per site and metric, a pooled row (``site == ALL_SITES``),
         and a ``SITE_GAP`` row per metric whose value is the largest minus the
         smallest site value, with the interval of :func:`gap_interval` and, as
         ``p_value``, Cochran's Q test of heterogeneity between the sites
@@ -131,7 +136,7 @@ def per_site(
     sizes = pd.Series(dtype=np.float64)
     groups = [*((site, frame[frame["site"].astype(str) == site]) for site in sites), (ALL_SITES, frame)]
     for (site, items), site_seed in zip(groups, seeds, strict=True):
-        units = prepare_units(items, classes, level=level)
+        units = prepare_units(items, classes, level=level, how=aggregate)
         point = point_metrics(units, threshold=threshold)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -183,4 +188,5 @@ def per_site(
     table = pd.DataFrame(rows)
     table["n"] = table["n"].astype("Int64")
     table["n_patients"] = table["n_patients"].astype("Int64")
+    table["aggregate"] = units.aggregate  # the pooled units', as every site's
     return table

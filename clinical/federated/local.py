@@ -189,7 +189,7 @@ def evaluate_site(
     classes: Sequence[str],
     role: str = "val",
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Score ``net`` on the site's ``role`` items at ``config.monitor_level``; metrics and the predictions frame.
+    """Score ``net`` on the site's ``role`` items at the recipe's level and aggregation; metrics and predictions.
 
     Only ``n_items`` comes back when the site's part holds one class (the metrics are undefined).
     """
@@ -201,6 +201,7 @@ def evaluate_site(
     frame = predict(net, dataset, batch_size=max(config.batch_size, 32))
     metrics: dict[str, float] = {"n_items": float(len(items))}
     if frame["label"].nunique() >= 2:
-        metrics.update({k: float(v) for k, v in score(frame, list(classes), level=config.monitor_level).items()
+        metrics.update({k: float(v) for k, v in score(frame, list(classes), level=config.monitor_level,
+                                                                  aggregate=config.aggregate).items()
                         if isinstance(v, (int, float))})
     return metrics, frame

@@ -8,7 +8,9 @@ work (:mod:`~clinical.ingest.plan`, grouping in :mod:`~clinical.ingest.series`) 
 decoders of the format modules (:mod:`~clinical.ingest.dicom`, :mod:`~clinical.ingest.nifti`,
 :mod:`~clinical.ingest.slides`, :mod:`~clinical.ingest.photos`), keeping its scan state and parts
 in :mod:`~clinical.ingest.journal`. Pseudonyms are in :mod:`~clinical.ingest.identity`, labels and
-sites in :mod:`~clinical.ingest.labels`. :func:`read_file` decodes one file as ingest would.
+sites (and slice labels) in :mod:`~clinical.ingest.labels`; series stacked as
+channels (PET/CT) in :mod:`~clinical.ingest.channels`, PET to SUVbw in :mod:`~clinical.ingest.suv`.
+:func:`read_file` decodes one file as ingest would.
 Outputs name source files by keyed pseudonyms; :func:`source_paths` maps them back to the
 real relative paths from the private map kept beside the key (never inside the cohort).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 from clinical.ingest.decode import decoder_for, read_file, register_decoder
 from clinical.ingest.engine import IngestReport, ingest
 from clinical.ingest.identity import keyed_hash, load_key, source_paths
+from clinical.ingest.labels import read_slice_labels
 from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions
 from clinical.ingest.scan import sources_fingerprint
 from clinical.ingest.units import DecodedItem
@@ -33,6 +36,7 @@ __all__ = [
     "keyed_hash",
     "load_key",
     "read_file",
+    "read_slice_labels",
     "register_decoder",
     "source_paths",
     "sources_fingerprint",

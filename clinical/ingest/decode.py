@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clinical.errors import ConfigurationError, IngestError
-from clinical.ingest import dicom, nifti, photos, slides
+from clinical.ingest import channels, dicom, nifti, photos, slides
 from clinical.ingest.options import IngestOptions
 from clinical.ingest.plan import plan_units
 from clinical.ingest.reasons import Rejected
@@ -36,6 +36,7 @@ _DECODERS: dict[str, Decoder] = {
     "dicom_image": dicom.decode_image,
     "dicom_multiframe": dicom.decode_multiframe,
     "dicom_volume": dicom.decode_volume,
+    channels.DECODER: channels.decode_channels,
     "nifti": nifti.decode,
     "slide": slides.decode,
     "photo": photos.decode,

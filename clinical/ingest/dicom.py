@@ -81,6 +81,7 @@ __all__ = [
     "decode_multiframe",
     "decode_volume",
     "load_pixels",
+    "load_volume",
     "modality_pixels",
     "quiet_pydicom",
     "read_dataset",
@@ -150,6 +151,7 @@ _HEADER_TAGS = [
     "PatientID",
     "StudyInstanceUID",
     "SeriesInstanceUID",
+    "FrameOfReferenceUID",
     "InstitutionName",
     "Rows",
     "Columns",
@@ -184,6 +186,7 @@ class DicomHeader:
     position: tuple[float, ...] | None  # (0020,0032) Image Position (Patient), mm
     orientation: tuple[float, ...] | None  # (0020,0037) Image Orientation (Patient), direction cosines
     pixel_spacing: tuple[float, float] | None  # (0028,0030) or (0018,1164), mm (row, column)
+    frame_key: str | None = None  # (0020,0052) Frame of Reference UID, keyed hash
 
 
 @contextmanager
@@ -229,6 +232,7 @@ def read_header(source: str | Path | bytes, key: bytes) -> DicomHeader:
                 position=_floats(ds, "ImagePositionPatient", 3),
                 orientation=_floats(ds, "ImageOrientationPatient", 6),
                 pixel_spacing=_floats(ds, "PixelSpacing", 2) or _floats(ds, "ImagerPixelSpacing", 2),
+                frame_key=_hashed(ds, "FrameOfReferenceUID", key),
             )
     except Exception as error:  # pydicom raises many types on broken headers; all mean "unreadable"
         raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
@@ -519,15 +523,24 @@ def decode_multiframe(unit: Unit, options: IngestOptions) -> Iterator[DecodedIte
                       extra=_risk(burned_in_risk(ds)))
 
 
-def decode_volume(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
-    """The ordered slices of one series: one volume (1, D, H, W), windowed as a whole with the first slice's header.
+def load_volume(
+    unit: Unit, options: IngestOptions, *, budget_count: int = 1
+) -> tuple[np.ndarray, pydicom.Dataset, bool]:
+    """The ordered slices of one series in modality units (after the Modality LUT, per slice), unwindowed.
+
+    ``budget_count`` multiplies the decoded-size budget check (the series of a multi-series unit).
+
+    Returns
+    -------
+    volume, first, risk
+        float32 (D, H, W, 1), the first slice's (reduced) data set, and whether any slice risks burned-in text.
 
     Raises
     ------
     InvalidSeriesError
         When a slice is multi-frame or colour, so the slices cannot be stacked.
     """
-    screen(unit.paths[0], options, count=len(unit.paths))  # the whole volume's budget, before any slice
+    screen(unit.paths[0], options, count=len(unit.paths) * budget_count)  # the whole budget, before any slice
     slices = []
     first = None
     risk = False
@@ -538,7 +551,18 @@ def decode_volume(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
             raise InvalidSeriesError("inconsistent series: a slice is multi-frame or colour, so it cannot be stacked")
         slices.append(pixels[0, :, :, 0])
         first = first if first is not None else ds
-    volume = np.stack(slices)[..., None]
+    return np.stack(slices)[..., None], first, risk
+
+
+def decode_volume(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
+    """The ordered slices of one series: one volume (1, D, H, W), windowed as a whole with the first slice's header.
+
+    Raises
+    ------
+    InvalidSeriesError
+        When a slice is multi-frame or colour, so the slices cannot be stacked.
+    """
+    volume, first, risk = load_volume(unit, options)
     windowed = window(volume, first, modality=unit.modality, ct_window=options.ct_window)
     yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", unit.spacing,
                       extra=_risk(risk))

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,9 @@ from clinical.ingest.plan import plan_units
 from clinical.ingest.reasons import Reason, code_of
 from clinical.ingest.scan import as_list, scan, walk_all
 from clinical.ingest.units import Unit
+
+if TYPE_CHECKING:
+    from clinical.ingest.shards import RayPool
 
 __all__ = ["IngestReport", "ingest"]
 
@@ -141,9 +145,11 @@ def ingest(
     site_from: str = "institution",
     max_decoded_mb: float = DEFAULTS.max_decoded_mb,
     keep_burned_in: bool = DEFAULTS.keep_burned_in,
+    channels: Sequence[str] | None = DEFAULTS.channels,
     retry_failed: bool = False,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
     progress: bool = True,
+    ray_address: str | None = None,
 ) -> IngestReport:
     """Ingest folders or files of DICOM, NIfTI, whole slides and photographs into the cohort folder ``out``.
 
@@ -165,7 +171,7 @@ def ingest(
     key
         Pseudonym key (see :func:`clinical.ingest.identity.load_key`). A cohort records its key's
         fingerprint; ingest into it with another key raises ConfigurationError.
-    target_spacing, target_size, ct_window, max_pixels, max_decoded_mb, keep_burned_in
+    target_spacing, target_size, ct_window, max_pixels, max_decoded_mb, keep_burned_in, channels
         Decoding options: see :class:`clinical.ingest.options.IngestOptions`, whose defaults these are.
         ``max_decoded_mb`` is the decoded-size budget of one unit, checked from headers before allocation.
     tile_size, tile_level, max_tiles_per_slide, min_tissue, photo_tile
@@ -189,6 +195,10 @@ def ingest(
         for the default patterns, ``excluded`` for others), counted in ``skipped``.
     progress
         Show progress bars (hidden anyway when not on a terminal).
+    ray_address
+        Scan and decode on this Ray cluster instead of local processes (``auto``, ``HOST:PORT``;
+        ``workers`` is then unused): see :mod:`clinical.ingest.shards`. Every node must see the
+        sources and ``out`` at the same paths. The cohort is the one a local ingest makes.
 
     Returns
     -------
@@ -203,6 +213,7 @@ def ingest(
         target_spacing=target_spacing, target_size=target_size, ct_window=ct_window, tile_size=tile_size,
         tile_level=tile_level, max_tiles_per_slide=max_tiles_per_slide, min_tissue=min_tissue, photo_tile=photo_tile,
         max_pixels=max_pixels, max_decoded_mb=max_decoded_mb, keep_burned_in=keep_burned_in,
+        channels=None if channels is None else tuple(channels),
     )
     secret = load_key(key)
     if workers is None:
@@ -225,7 +236,7 @@ def ingest(
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    pool = _IsolatingPool(_new_pool(workers), workers) if workers else None
+    pool = _pool(workers, ray_address)
     try:
         records = scan(found, cohort, secret, pool.executor if pool else None, disable)
         names = _pseudonymise(cohort_id, secret, records, walked.skipped)
@@ -308,7 +319,18 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _run(units: list[Unit], cohort: Path, options: IngestOptions, pool: _IsolatingPool | None, disable) -> None:
+def _pool(workers: int, ray_address: str | None) -> _IsolatingPool | RayPool | None:
+    """The pool that scans and decodes: Ray's when an address is given, else local processes, else none."""
+    if ray_address is not None:
+        from clinical.ingest.shards import RayPool  # Ray is imported only when a cluster is asked for
+
+        return RayPool(ray_address)
+    return _IsolatingPool(_new_pool(workers), workers) if workers else None
+
+
+def _run(
+    units: list[Unit], cohort: Path, options: IngestOptions, pool: _IsolatingPool | RayPool | None, disable
+) -> None:
     """Decode every unit (in ``pool``, else in this process), flushing rows to ``parts/`` every few hundred units."""
     if not units:
         return

@@ -31,7 +31,7 @@ STATE_FILE = "ingest_state.parquet"
 PARTS = "parts"
 #: Units decoded between two writes of a part.
 FLUSH_EVERY = 256
-_STATE_VERSION = 2  # 2: files by pseudonym, rejection codes, DICOM stack elements
+_STATE_VERSION = 3  # 2: files by pseudonym, rejection codes, DICOM stack elements; 3: frame of reference
 _STATE_COLUMNS = ["file", "size", "mtime_ns", "digest", "format", "stage", "code", "reason", "header", "stack"]
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from clinical.errors import ConfigurationError
 from clinical.ingest.identity import keyed_hash
 
-__all__ = ["KeyTable", "read_key_table"]
+__all__ = ["KeyTable", "read_key_table", "read_slice_labels"]
 
 _KEY_COLUMNS = ("file", "folder", "series_uid", "study_uid", "patient_id", "institution")
 _HASHED = ("series_uid", "study_uid", "patient_id")
@@ -113,3 +113,28 @@ def read_key_table(path: str | Path, value_column: str, key: bytes) -> KeyTable:
 
 def _posix(name: str) -> str:
     return str(PurePosixPath(name.strip().replace("\\", "/"))).removeprefix("./")
+
+
+def read_slice_labels(path: str | Path, key: bytes) -> pd.DataFrame:
+    """Read a slice-label CSV (``series_uid, slice, label``) as ``series_key, slice, label`` (UIDs hashed).
+
+    ``slice`` counts along the ingested volume, from the first slice along the normal of Image
+    Orientation (Patient) (ascending), as the cached array holds them; see :func:`clinical.data.slice_items`.
+
+    Raises
+    ------
+    ConfigurationError
+        When the file is missing, lacks a column, or has a slice that is not a whole number >= 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"The slice-labels file {path} does not exist.")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = ["series_uid", "slice", "label"]
+    if any(c not in table.columns for c in needed):
+        raise ConfigurationError(f"{path.name} must have the columns {needed}; got {list(table.columns)}.")
+    slices = pd.to_numeric(table["slice"], errors="coerce")
+    if slices.isna().any() or (slices < 0).any() or (slices % 1 != 0).any():
+        raise ConfigurationError(f"{path.name}: every 'slice' must be a whole number >= 0 (the slice index).")
+    return pd.DataFrame({"series_key": [keyed_hash(key, uid.strip()) for uid in table["series_uid"]],
+                         "slice": slices.astype("int64"), "label": table["label"].str.strip()})

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from clinical.errors import ConfigurationError
-from clinical.ingest.dicom import CT_WINDOWS, DEFAULT_CT_WINDOW
+from clinical.ingest.dicom import CT_WINDOWS, DEFAULT_CT_WINDOW, VOLUME_MODALITIES
 from clinical.ingest.identity import key_fingerprint
 from clinical.ingest.reasons import Reason, Rejected
 from clinical.ingest.resample import validate_target
@@ -65,6 +65,10 @@ class IngestOptions:
     keep_burned_in
         Keep DICOM images whose Burned In Annotation (0028,0301) is YES (text, often the patient's
         name, drawn into the pixels); by default they are rejected (code ``burned-in-annotation``).
+    channels
+        Stack the series of these modalities of each study as the channels of one item, in this
+        order (e.g. ``("PT", "CT")``; PET as SUVbw), see :mod:`clinical.ingest.channels`. None: each
+        series is its own item.
 
     Raises
     ------
@@ -83,6 +87,7 @@ class IngestOptions:
     max_pixels: int | None = None
     max_decoded_mb: float = 1024.0
     keep_burned_in: bool = False
+    channels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.ct_window != "header" and self.ct_window not in CT_WINDOWS:
@@ -110,6 +115,7 @@ class IngestOptions:
             "tile_level": int(self.tile_level),
             "min_tissue": float(self.min_tissue),
             "max_decoded_mb": float(self.max_decoded_mb),
+            "channels": _check_channels(self.channels),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -150,6 +156,18 @@ class IngestOptions:
         """Changes when any option or the pseudonym key changes (the key itself is not revealed)."""
         public = {**self.as_dict(), "key": key_fingerprint(key)}
         return hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_channels(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(str(v).strip().upper() for v in ([value] if isinstance(value, str) else value))
+    if len(names) < 2 or len(set(names)) != len(names) or not set(names) <= VOLUME_MODALITIES:
+        raise ConfigurationError(
+            f"channels must be two or more different modalities among {sorted(VOLUME_MODALITIES)} "
+            f"(e.g. PT,CT); got {value!r}."
+        )
+    return names
 
 
 def _mib(nbytes: int) -> str:

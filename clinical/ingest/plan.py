@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 
 from clinical.cohort.digest import files_digest
 from clinical.errors import InvalidSeriesError
+from clinical.ingest.channels import pair_channels
 from clinical.ingest.dicom import VOLUME_MODALITIES, DicomHeader
 from clinical.ingest.identity import keyed_hash
 from clinical.ingest.options import IngestOptions
@@ -81,6 +82,9 @@ def plan_units(records: list[dict], options: IngestOptions, *, key: bytes) -> tu
         )
         for stack in stacks:
             units.extend(_stack_units([members[i] for i in stack], fingerprint, key))
+    if options.channels:
+        units, refused = pair_channels(units, options.channels)
+        rejections += [_rejection(f, "group", code, reason) for unit, code, reason in refused for f in unit.files]
     return units, rejections
 
 
@@ -170,6 +174,7 @@ def _dicom_unit(
         modality=header.modality,
         institution=header.institution,
         spacing=(spacing, *plane) if spacing is not None else tuple(plane),
+        frame_key=header.frame_key,
     )
 
 

@@ -43,6 +43,10 @@ class Unit:
     modality: str
     institution: str | None = None
     spacing: tuple[float, ...] | None = None
+    #: Keyed hash of Frame of Reference UID (0020,0052): series that share it are co-registered.
+    frame_key: str | None = None
+    #: A multi-series unit's series, one per channel in channel order (see :mod:`clinical.ingest.channels`).
+    parts: tuple[Unit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,14 @@ class DecodedItem:
 
     ``position`` says where in its unit the item lies (``"0"``, a frame, a tile) and, with the
     unit's content digest, makes the item id; ``extra`` holds the manifest columns only some
-    kinds have (``frame``; ``tile_x``, ``tile_y``, ``tile_level``).
+    kinds have (``frame``; ``tile_x``, ``tile_y``, ``tile_level``; the ``quality_*`` measures of photographs).
     """
 
     array: np.ndarray
     kind: str
     spacing: tuple[float, ...]
     position: str = "0"
-    extra: Mapping[str, int] = field(default_factory=dict)
+    extra: Mapping[str, int | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))

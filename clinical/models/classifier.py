@@ -4,9 +4,16 @@
 replaced by ``Identity``, so ``net(x)`` gives pooled features) and a fresh
 linear ``head``. Upstream module names stay as they are under ``net.``, which
 is what makes torchvision, MONAI and MedicalNet state dicts load by name.
+
+A centre-aware model (:meth:`ClassifierModel.use_sites`) also holds a learned
+embedding per training site, joined to the pooled features before the head,
+and one for a site it never saw: training hands a share of the items to that
+"unknown" row, so a new centre gets a learned, centre-agnostic answer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -16,7 +23,12 @@ from clinical.models.groups import LayerGroup, build_layer_groups
 from clinical.models.registry import ModelConfig
 from clinical.models.weights_report import WeightsReport
 
-__all__ = ["ClassifierModel"]
+__all__ = ["UNKNOWN_SITE", "ClassifierModel"]
+
+#: Row 0 of the site embedding: a site outside the vocabulary, or none given.
+UNKNOWN_SITE = 0
+#: Share of training items whose site is replaced by the unknown one, so that row is learned too.
+SITE_DROPOUT = 0.2
 
 
 class ClassifierModel(nn.Module):
@@ -56,6 +68,9 @@ class ClassifierModel(nn.Module):
         self.num_features = classifier.in_features
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes)
+        #: Training sites in embedding order (row ``i + 1``); empty for a centre-agnostic model.
+        self.sites: tuple[str, ...] = ()
+        self.site_embedding: nn.Embedding | None = None
         #: What :func:`clinical.models.weights.load_pretrained` did, when weights were loaded.
         self.weights_report: WeightsReport | None = None
 
@@ -80,19 +95,51 @@ class ClassifierModel(nn.Module):
             )
         return self.net(x)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_classes]`` from pooled features."""
-        return self.head(features)
+    def forward_head(self, features: torch.Tensor, site: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` from pooled features (and site indices, for a centre-aware model)."""
+        if self.site_embedding is None:
+            return self.head(features)
+        if site is None:
+            site = torch.full((len(features),), UNKNOWN_SITE, dtype=torch.long, device=features.device)
+        elif self.training:
+            site = torch.where(torch.rand(site.shape, device=site.device) < SITE_DROPOUT, UNKNOWN_SITE, site)
+        return self.head(torch.cat([features, self.site_embedding(site).to(features.dtype)], dim=1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_classes]``."""
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, site: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, num_classes]``; ``site`` (``[B]`` indices from :meth:`site_index`) is read when centre-aware.
+
+        A centre-aware model given no ``site`` treats every item as from an unknown site.
+        """
+        return self.forward_head(self.forward_features(x), site)
+
+    def use_sites(self, sites: Sequence[str], dim: int = 8) -> None:
+        """Make the model centre-aware: a ``dim``-wide embedding per site (plus the unknown one), and a fresh head.
+
+        Called after pretrained weights are loaded (their head would not fit the wider input anyway).
+
+        Raises
+        ------
+        ConfigurationError
+            When ``sites`` is empty or repeats a site, or ``dim`` is not a positive integer.
+        """
+        _check_positive("dim", dim)
+        if not sites or len(set(sites)) != len(sites):
+            raise ConfigurationError(f"A centre-aware model needs distinct training sites; got {len(sites)} name(s).")
+        weight = self.head.weight
+        self.sites = tuple(sites)
+        self.site_embedding = nn.Embedding(len(sites) + 1, dim, device=weight.device, dtype=weight.dtype)
+        self.head = nn.Linear(self.num_features + dim, self.num_classes, device=weight.device, dtype=weight.dtype)
+
+    def site_index(self, sites: Sequence[str]) -> torch.Tensor:
+        """Embedding rows ``[B]`` of site names; a site not seen in training gets :data:`UNKNOWN_SITE`."""
+        rows = {site: i + 1 for i, site in enumerate(self.sites)}
+        return torch.tensor([rows.get(site, UNKNOWN_SITE) for site in sites], dtype=torch.long)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head by a freshly initialised one with ``num_classes`` outputs (same device and dtype)."""
         _check_positive("num_classes", num_classes)
         weight = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
+        self.head = nn.Linear(self.head.in_features, num_classes, device=weight.device, dtype=weight.dtype)
         self.num_classes = num_classes
 
     def layer_groups(self, granularity: str = "stage") -> list[LayerGroup]:
@@ -102,12 +149,13 @@ class ClassifierModel(nn.Module):
         blocks (``stem, stage1.0, ..., stage4.1, head`` for ResNet-18), so that freezing can
         leave all but the last block of the last stage frozen.
         """
-        return build_layer_groups(self.net, self.config.matcher(granularity), self.head)
+        head = self.head if self.site_embedding is None else nn.ModuleList([self.head, self.site_embedding])
+        return build_layer_groups(self.net, self.config.matcher(granularity), head)
 
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, spatial_dims={self.spatial_dims}, in_channels={self.in_channels}, "
-            f"num_features={self.num_features}, num_classes={self.num_classes}"
+            f"num_features={self.num_features}, num_classes={self.num_classes}, sites={len(self.sites)}"
         )
 
 

@@ -18,9 +18,9 @@ from clinical.errors import ConfigurationError
 from clinical.splits.arrays import thumbnails
 from clinical.splits.audit import LEVELS, role_crossings
 from clinical.splits.duplicates import HASH_SIZE, cross_role_pairs, near_duplicate_pairs, perceptual_hash
-from clinical.splits.inflation import leakage_inflation
+from clinical.splits.inflation import N_SEEDS, leakage_inflation
 
-__all__ = ["audit_split", "format_report"]
+__all__ = ["audit_split", "format_report", "inflation_folds"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 MAX_LISTED = 200
 #: Side of the inflation model's input, in pixels.
 INFLATION_SIZE = 16
+
+
+def inflation_folds(meta: dict) -> int:
+    """Folds of the inflation's cross-validations: the split's own count for K-fold splits, else 5."""
+    return int(meta.get("folds") or 5) if meta.get("mode", "kfold") == "kfold" else 5
 
 
 def audit_split(
@@ -39,6 +44,7 @@ def audit_split(
     inflation: bool = False,
     max_distance: int = 4,
     n_boot: int = 1000,
+    n_seeds: int = N_SEEDS,
 ) -> dict:
     """Audit a split of a cohort for leakage.
 
@@ -57,6 +63,8 @@ def audit_split(
         Hashes differing in at most this many of 64 bits count as near duplicates.
     n_boot
         Bootstrap resamples of patients for the inflation CI.
+    n_seeds
+        Split seeds the inflation repeats both splits over (its interval includes the split's variability).
 
     Returns
     -------
@@ -106,9 +114,10 @@ def audit_split(
         inflation_result = leakage_inflation(
             small[keep].reshape(int(keep.sum()), -1),
             in_split[keep].reset_index(drop=True),
-            folds=int(meta.get("folds") or 5) if meta.get("mode", "kfold") == "kfold" else 5,
+            folds=inflation_folds(meta),
             seed=int(meta.get("seed") or 0),
             n_boot=n_boot,
+            n_seeds=n_seeds,
         )
 
     digest = (
@@ -160,7 +169,7 @@ def format_report(report: dict) -> str:
             f"item {infl['auroc_item_split']:.3f} - patient {infl['auroc_patient_split']:.3f} = "
             f"{infl['inflation']:+.3f} ({100 * infl['confidence']:.0f}% CI "
             f"{infl['ci_low']:+.3f} to {infl['ci_high']:+.3f}; "
-            f"{infl['patients']} patients, {infl['items']} items)"
+            f"{infl['patients']} patients, {infl['items']} items; {infl['model']})"
         )
     lines.append("PASSED" if report["passed"] else "FAILED: this split leaks; do not train on it")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from clinical.cohort import code_digest
 from clinical.evaluation.figures import save_plots
 from clinical.tracking.outbox import Outbox
 from clinical.tracking.server import require_tracking_server
@@ -130,6 +131,7 @@ class MlflowCallback(BaseCallback):
             "clinical.classes": json.dumps(info.get("classes", [])),
             "clinical.cohort_digest": str(info.get("cohort_digest")),
             "clinical.device": str(info.get("device")),
+            "clinical.code_digest": code_digest(),
             **self.tags,
         }
         if self.split_digest:
@@ -206,7 +208,8 @@ class MlflowCallback(BaseCallback):
         frame = result.test_predictions if result.test_predictions is not None else result.val_predictions
         folder = Path(result.out) / "plots"
         # a refit on every development patient has no held-out items to plot
-        made = save_plots(frame, result.classes, folder, level=result.config.monitor_level) if len(frame) else []
+        made = (save_plots(frame, result.classes, folder, level=result.config.monitor_level,
+                           aggregate=result.config.aggregate) if len(frame) else [])
         for path in sorted(set(made) | set(folder.glob("*.png"))):
             self._send("log_artifact", local_path=str(path), artifact_path="plots")
 

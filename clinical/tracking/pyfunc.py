@@ -21,10 +21,21 @@ ingest budget. A refused request raises :class:`InvalidRequestError` with a
 message that names the row and the reason, never the payload (which may
 carry PHI in a DICOM header).
 
+A tile model also takes a whole slide file (pyramidal TIFF, SVS): the tiles are cut inside it as ingest
+cuts them (tissue mask, the cohort's tile size and level, the decoded-size budget checked before any
+pixel is read), at most ``max_tiles`` of them, and their probabilities are combined into the slide's by
+the recipe's ``aggregate`` (:func:`clinical.evaluation.predictions.aggregate`, as slide-level evaluation
+combines them); ``n_tiles`` says how many tiles answered (1 for a single tile sent as ``.npy``).
+
+A photograph model also answers ``uncertainty`` (the spread of ``tta_passes`` test-time-augmented passes,
+as :func:`clinical.training.tta.predict_tta` measures it in evaluation) and ``quality_score`` (the
+ingest measure, :func:`clinical.ingest.photos.image_quality`; NaN for a ``.npy`` of floats), so that a
+screening service can refer what the model cannot read.
+
 Limits come from :class:`ServingLimits`, saved with the model and
 overridden at serving time by the environment (``CLINICAL_SERVE_MAX_ROWS``,
 ``CLINICAL_SERVE_MAX_FILE_BYTES``, ``CLINICAL_SERVE_MAX_ARRAY_BYTES``,
-``CLINICAL_SERVE_BATCH_SIZE``, ``CLINICAL_SERVE_THREADS``).
+``CLINICAL_SERVE_BATCH_SIZE``, ``CLINICAL_SERVE_THREADS``, ``CLINICAL_SERVE_MAX_TILES``).
 """
 
 from __future__ import annotations
@@ -55,11 +66,15 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import clinical
+from clinical.data.cache import split_deterministic
 from clinical.data.presets import preset
 from clinical.errors import ClinicalError, ConfigurationError
+from clinical.evaluation.predictions import aggregate, prob_columns
 from clinical.ingest import read_file
+from clinical.ingest.photos import image_quality
 from clinical.models import create_model
 from clinical.training.result import FitResult
+from clinical.training.tta import summarize_passes
 
 __all__ = [
     "FILE_COLUMN",
@@ -76,6 +91,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FILE_COLUMN = "file"
+#: Test-time-augmented passes a photograph model runs per request for its ``uncertainty``.
+TTA_PASSES = 8
 _NPY_MAGIC = b"\x93NUMPY"
 #: ``.npy`` dtypes a model can take: signed and unsigned integers and real floats (no bool, complex,
 #: datetime, object, string or structured arrays).
@@ -113,6 +130,9 @@ class ServingLimits:
     threads
         ``torch.set_num_threads`` for the serving process; ``None`` keeps torch's default (one per
         physical core). Forward passes run one at a time, each over all these threads.
+    max_tiles
+        Tiles cut from one whole slide sent to a tile model (fewer when the cohort's
+        ``max_tiles_per_slide`` is lower); chosen as ingest chooses them, seeded by the slide's content.
     """
 
     max_rows: int = 64
@@ -120,6 +140,7 @@ class ServingLimits:
     max_array_bytes: int = 256 << 20
     batch_size: int = 16
     threads: int | None = None
+    max_tiles: int = 64
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -166,6 +187,8 @@ def classifier_spec(
         "classes": list(result.classes),
         "ingest_options": dict(ingest_options or {}),
         "serving": dataclasses.asdict(limits or ServingLimits()),
+        "tta_passes": TTA_PASSES if config.kind == "photo" else 0,
+        "aggregate": config.aggregate,
         "clinical_version": clinical.__version__,
     }
 
@@ -192,6 +215,7 @@ def save_classifier(
     weights = staging / "weights.pt"
     torch.save(checkpoint["model"], weights)
     spec = classifier_spec(result, ingest_options=ingest_options, limits=limits)
+    spec["sites"] = list(checkpoint.get("sites", []))  # a centre-aware model's site vocabulary travels with it
     spec_path = staging / "classifier.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     example = pd.DataFrame({FILE_COLUMN: [_npy_base64(np.zeros(_example_shape(spec), dtype=np.float32))]})
@@ -202,7 +226,7 @@ def save_classifier(
         code_paths=[str(code)],
         signature=ModelSignature(
             inputs=Schema([ColSpec("string", FILE_COLUMN)]),
-            outputs=Schema([ColSpec("double", name) for name in spec["classes"]]),
+            outputs=Schema([ColSpec("double", name) for name in [*spec["classes"], *_extra_outputs(spec)]]),
         ),
         input_example=example,
         pip_requirements=_requirements(),
@@ -227,6 +251,8 @@ def build_classifier(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> to
     """The network a spec describes, with its weights, in eval mode."""
     model = create_model(spec["model"], spatial_dims=spec["spatial_dims"], in_channels=spec["in_channels"],
                          num_classes=len(spec["classes"]))
+    if spec.get("sites"):  # centre-aware: requests carry no site, so each one gets the learned unknown-site row
+        model.use_sites(spec["sites"])
     model.load_state_dict(state)
     return model.eval()
 
@@ -242,6 +268,9 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.model = build_classifier(self.spec, state)
         self.transform = preset(self.spec["kind"], train=False, size=tuple(self.spec["image_size"]))
+        self.passes = int(self.spec.get("tta_passes", 0))
+        self.augment = split_deterministic(preset(self.spec["kind"], train=True,
+                                                  size=tuple(self.spec["image_size"])))[1] if self.passes else None
         # One forward pass at a time, over all of torch's threads: concurrent passes would only share the
         # same cores and multiply the activations held in memory.
         self._forward_lock = threading.Lock()
@@ -250,17 +279,35 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         values = self.validate(model_input)
         classes = self.spec["classes"]
-        parts = []
+        if self.spec["kind"] == "tile":
+            answers = [self._slide(row, value) for row, value in enumerate(values)]
+            out = pd.DataFrame(np.stack([probs for probs, _ in answers]), columns=classes)
+            out["n_tiles"] = [float(n) for _, n in answers]
+            return out
+        parts, extras = [], []
         for start in range(0, len(values), self.limits.batch_size):
             rows = range(start, min(start + self.limits.batch_size, len(values)))
-            batch = torch.stack([self._prepare(row, values[row]) for row in rows])
+            prepared = [self._prepare(row, values[row]) for row in rows]
+            batch = torch.stack([tensor for tensor, _ in prepared])
             _check_deadline()
             with self._forward_lock, torch.inference_mode():
                 parts.append(torch.softmax(self.model(batch), dim=1).numpy().astype(np.float64))
+                if self.augment is not None:
+                    extras.append(np.column_stack([self._uncertainty(batch), [q for _, q in prepared]]))
         probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)))
         if not np.isfinite(probs).all():
             raise InvalidRequestError("The model gave non-finite probabilities for this request; nothing is returned.")
-        return pd.DataFrame(probs, columns=classes)
+        out = pd.DataFrame(probs, columns=classes)
+        if extras:
+            out[_extra_outputs(self.spec)] = np.concatenate(extras)
+        return out
+
+    def _uncertainty(self, batch: torch.Tensor) -> np.ndarray:
+        """The spread of the probabilities over augmented copies of ``batch`` (seeded: same request, same answer)."""
+        self.augment.set_random_state(0)
+        passes = [torch.softmax(self.model(torch.stack([self.augment({"image": x})["image"] for x in batch])), dim=1)
+                  for _ in range(self.passes)]
+        return summarize_passes(torch.stack(passes).numpy().astype(np.float64))[1]
 
     def validate(self, model_input: object) -> list[str]:
         """The request-level checks, before any decode: the table, its column, the row count, the string sizes.
@@ -295,9 +342,34 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
                 )
         return values
 
-    def _prepare(self, row: int, value: str) -> torch.Tensor:
+    def _slide(self, row: int, value: str) -> tuple[np.ndarray, int]:
+        """One row of a tile model: its tiles (a whole slide's, or one tile) through the network in batches,
+        combined into one probability per class, and the number of tiles."""
+        _check_deadline()
+        tiles = self._decode(row, value, every=True)
+        parts = []
+        for start in range(0, len(tiles), self.limits.batch_size):
+            batch = torch.stack([self._tensor(row, tile) for tile in tiles[start : start + self.limits.batch_size]])
+            _check_deadline()
+            with self._forward_lock, torch.inference_mode():
+                parts.append(torch.softmax(self.model(batch), dim=1).numpy().astype(np.float64))
+        probs = np.concatenate(parts)
+        if not np.isfinite(probs).all():
+            raise InvalidRequestError(f"Row {row}: the model gave non-finite probabilities; nothing is returned.")
+        frame = pd.DataFrame(probs, columns=prob_columns(probs.shape[1])).assign(
+            patient_key="slide", series_key="slide", label=pd.array([pd.NA] * len(probs), dtype="Int64"))
+        combined = aggregate(frame, self.spec["classes"], level="series", how=self.spec.get("aggregate", "mean"))
+        return combined[prob_columns(probs.shape[1])].to_numpy()[0], len(tiles)
+
+    def _prepare(self, row: int, value: str) -> tuple[torch.Tensor, float]:
+        """The model's input tensor of one row, and the photograph's quality score (NaN for float arrays)."""
         _check_deadline()
         array = self._decode(row, value)
+        quality = image_quality(array)["quality_score"] if array.dtype in (np.uint8, np.uint16) else math.nan
+        return self._tensor(row, array), quality
+
+    def _tensor(self, row: int, array: np.ndarray) -> torch.Tensor:
+        """One decoded array checked against the model's input (dimensions, channels, finite) and transformed."""
         expected = self.spec["spatial_dims"] + 1
         if array.ndim != expected or array.shape[0] != self.spec["in_channels"]:
             raise InvalidRequestError(
@@ -308,15 +380,20 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
             raise InvalidRequestError(f"Row {row}: the array holds NaN or infinite values.")
         return self.transform({"image": array.astype(np.float32)})["image"]
 
-    def _decode(self, row: int, value: str) -> np.ndarray:
+    def _decode(self, row: int, value: str, *, every: bool = False) -> np.ndarray | list[np.ndarray]:
+        """The file's array of the model's kind; with ``every``, all of them (the tiles of a slide)."""
         try:
             data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequestError(f"Row {row}: {FILE_COLUMN!r} is not valid base64.") from None
         if data.startswith(_NPY_MAGIC):
-            return _read_npy(row, data, max_bytes=self.limits.max_array_bytes)
+            array = _read_npy(row, data, max_bytes=self.limits.max_array_bytes)
+            return [array] if every else array
+        options = dict(self.spec["ingest_options"])
+        cap = options.get("max_tiles_per_slide")
+        options["max_tiles_per_slide"] = min(cap or self.limits.max_tiles, self.limits.max_tiles)
         try:
-            decoded = read_file(data, options=self.spec["ingest_options"])
+            decoded = read_file(data, options=options)
         except ClinicalError as error:  # messages from ingest name the reason and never PHI
             raise InvalidRequestError(f"Row {row}: {error}") from None
         kinds = {item.kind for item in decoded}
@@ -324,7 +401,8 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
             raise InvalidRequestError(
                 f"Row {row}: the model takes a {self.spec['kind']}, the file holds {sorted(kinds) or 'nothing'}."
             )
-        return next(item.array for item in decoded if item.kind == self.spec["kind"])
+        arrays = [item.array for item in decoded if item.kind == self.spec["kind"]]
+        return arrays if every else arrays[0]
 
 
 def _read_npy(row: int, data: bytes, *, max_bytes: int) -> np.ndarray:
@@ -356,6 +434,13 @@ def _read_npy(row: int, data: bytes, *, max_bytes: int) -> np.ndarray:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as error:
         raise InvalidRequestError(f"Row {row}: the .npy array cannot be read ({error}).") from None
+
+
+def _extra_outputs(spec: dict[str, Any]) -> list[str]:
+    """The columns a model answers beside its class probabilities (photograph models: uncertainty and quality)."""
+    if spec["kind"] == "tile":
+        return ["n_tiles"]
+    return ["uncertainty", "quality_score"] if spec.get("tta_passes") else []
 
 
 def _check_deadline() -> None:

@@ -53,6 +53,7 @@ class GateDecision:
     reason: str
     comparison: Comparison | None = None
     calibration: dict[str, float] | None = None
+    patients: str = ""  # the set the compared predictions come from, e.g. the split's gate set
 
     def tags(self) -> dict[str, str]:
         tags = {"gate.promoted": str(self.promote).lower(), "gate.reason": self.reason[:5000]}
@@ -63,6 +64,9 @@ class GateDecision:
                 f"gate.{c.metric}_difference_ci": f"{c.low:.4f} to {c.high:.4f}",
                 "gate.p_value": f"{c.p_value:.4g}",
                 "gate.patients": str(c.n_patients),
+                "gate.patient_set": self.patients,
+                "gate.level": c.level,
+                "gate.aggregate": c.aggregate,
             }
         tags |= {f"gate.{k}": f"{v:.4f}" for k, v in (self.calibration or {}).items()}
         return tags
@@ -84,6 +88,7 @@ def decide_promotion(
     margin: float | None = None,
     calibration_tolerance: float | None = 0.02,
     patients: str = "held-out patients",
+    aggregate: str = "mean",
 ) -> GateDecision:
     """The promotion gate, on both models' predictions for the same patients, which neither may have seen.
 
@@ -92,12 +97,14 @@ def decide_promotion(
     (default 0: better, with confidence; a negative margin asks for non-inferiority), and its
     expected calibration error is not worse than the champion's by more than
     ``calibration_tolerance`` (``None``: calibration not checked). ``patients`` names the set
-    the predictions come from, for the reason.
+    the predictions come from, for the reason and the tags; ``aggregate`` is how items become a
+    patient score (the recipe's), for the comparison and the calibration alike.
     """
     if not 0 < alpha < 1:
         raise ConfigurationError(f"The 'alpha' parameter of the promotion gate must be in (0, 1). Got {alpha!r}.")
     margin = 0.0 if margin is None else float(margin)
-    comparison = compare(challenger, champion, classes, level=level, method=method, metric=metric, ci=1 - alpha)
+    comparison = compare(challenger, champion, classes, level=level, method=method, metric=metric, ci=1 - alpha,
+                         aggregate=aggregate)
     if metric in _LOWER_IS_BETTER:
         clears = comparison.high < -margin
         rule = f"interval upper bound {comparison.high:+.4f} {'<' if clears else '≥'} {-margin:+.4f}"
@@ -107,7 +114,7 @@ def decide_promotion(
     calibration = None
     calibrated = True
     if calibration_tolerance is not None:
-        ece = {name: float(score(frame, list(classes), level=level).get("ece", float("nan")))
+        ece = {name: float(score(frame, list(classes), level=level, aggregate=aggregate).get("ece", float("nan")))
                for name, frame in (("challenger_ece", challenger), ("champion_ece", champion))}
         calibrated = not ece["challenger_ece"] > ece["champion_ece"] + calibration_tolerance
         calibration = ece
@@ -118,7 +125,8 @@ def decide_promotion(
     reason = (f"{verdict}: {metric} difference {comparison.difference:+.4f} "
               f"({100 * (1 - alpha):g}% CI {comparison.low:+.4f} to {comparison.high:+.4f}), {rule}; "
               f"on {comparison.n_patients} {patients}")
-    return GateDecision(promote=promote, reason=reason, comparison=comparison, calibration=calibration)
+    return GateDecision(promote=promote, reason=reason, comparison=comparison, calibration=calibration,
+                        patients=patients)
 
 
 def apply_gate(name: str, version: str, decision: GateDecision, *, client: MlflowClient | None = None) -> str:

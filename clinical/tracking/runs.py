@@ -99,3 +99,23 @@ class MlflowTracker:
         for path in sorted((folder / "plots").glob("*.png")):
             client.log_artifact(run, str(path), artifact_path="plots")
         client.set_terminated(run, status="FINISHED")
+
+    def log_evaluation(self, folder: Path, *, metrics: Mapping[str, float], artifact_path: str) -> None:
+        """Add a later evaluation of the parent run's models (files of ``folder`` and its ``plots/*.png``, metrics).
+
+        The files go under ``artifact_path`` and the plots under ``plots/<artifact_path>``, beside the
+        cross-validation's; a run still open (a new one) is closed, a finished one keeps its end time.
+        """
+        if self.parent_run_id is None:
+            return
+        client = MlflowClient(self.tracking_uri)
+        run = self.parent_run_id
+        for name, value in metrics.items():
+            client.log_metric(run, name, float(value))
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                client.log_artifact(run, str(path), artifact_path=artifact_path)
+        for path in sorted((folder / "plots").glob("*.png")):
+            client.log_artifact(run, str(path), artifact_path=f"plots/{artifact_path}")
+        if client.get_run(run).info.status == "RUNNING":
+            client.set_terminated(run, status="FINISHED")

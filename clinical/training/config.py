@@ -40,6 +40,15 @@ class TrainConfig(BaseModel):
     model: str = Field("resnet18", description="registry name, see clinical.models.list_models()")
     kind: Literal["image", "volume", "tile", "photo"] = Field("image", description="manifest kind; picks the preset")
     in_channels: int = Field(1, ge=1)
+    channels: tuple[str, ...] | None = Field(
+        None, description="channels of multi-series items to train on, by modality, e.g. ('PT',) for PET only or "
+        "('PT', 'CT') for both (items ingested with --channels); None: every channel. in_channels must match"
+    )
+    centre: Literal["agnostic", "embedding"] = Field(
+        "agnostic", description="centre-aware training: 'embedding' joins a learned embedding of the item's site to "
+        "the pooled features before the head (the training sites are saved with the model; a site it never saw gets "
+        "a learned 'unknown' embedding); 'agnostic' ignores the site"
+    )
     pretrained: str | None = Field(None, description="path or URI of pretrained weights; None trains from scratch")
     image_size: tuple[int, ...] = Field(
         (224, 224), description="target size in pixels (D, H, W voxels for volumes); one value means every axis"
@@ -69,11 +78,21 @@ class TrainConfig(BaseModel):
     cutmix_alpha: float = Field(0.0, ge=0, description="Beta(α, α) of CutMix; 0 disables it")
     mixup_alpha: float = Field(0.0, ge=0, description="Beta(α, α) of MixUp; 0 disables it")
     mix_prob: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
+    stain_augmentation: Literal["hed"] | None = Field(
+        None, description="tile recipes: 'hed' adds H&E stain jitter in stain space (Tellez et al.) to the augmentation"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_balance: Literal["none", "weighted-loss", "sampler"] = "none"
 
     # selection
-    monitor_level: Literal["patient", "study", "item"] = "patient"
+    monitor_level: Literal["patient", "study", "series", "item"] = Field(
+        "patient", description="level of model choice and reported metrics; series is a whole slide for tiles"
+    )
+    aggregate: Literal["mean", "median", "max", "top3", "top10"] = Field(
+        "mean", description="how a patient's (study's) item probabilities become one at patient (study) level, for "
+        "model choice and every reported metric: mean, median, max (a finding seen on any slice), or the mean of "
+        "the 3 or 10 highest (a finding on a few tiles of a slide)"
+    )
     select: Literal["best-val", "last"] = Field(
         "best-val", description="weights a fit keeps: the best validation AUROC's epoch, or the last epoch (a refit "
         "on all development patients for the epoch count cross-validation chose; needs no validation part)"
@@ -83,6 +102,10 @@ class TrainConfig(BaseModel):
     # data
     num_workers: int = Field(0, ge=0)
     cache_bytes: int = Field(1 << 30, ge=0, description="bytes of preprocessed items kept in memory")
+    cache_on_device: bool = Field(
+        False, description="keep the cached items on the training device and augment them there (a GPU-resident "
+        "cache: from the second epoch no item crosses the PCIe bus); batches come from a thread, so num_workers=0"
+    )
 
     # hardware
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when available)")
@@ -120,8 +143,20 @@ class TrainConfig(BaseModel):
                 "select='last' trains without validation scores, so stages cannot end on a plateau; "
                 f"give unfreeze_every instead of unfreeze_patience={self.unfreeze_patience}"
             )
+        if self.cache_on_device and self.num_workers:
+            raise ValueError(
+                "cache_on_device keeps the items as device tensors, which worker processes cannot share; "
+                f"use num_workers=0 (got {self.num_workers})"
+            )
+        if self.channels is not None and len(self.channels) != self.in_channels:
+            raise ValueError(
+                f"channels={list(self.channels)} selects {len(self.channels)} channel(s) but in_channels="
+                f"{self.in_channels}; set in_channels={len(self.channels)}"
+            )
         if self.amp == "fp16" and not self.device.startswith(("cuda", "auto")):
             raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
+        if self.stain_augmentation is not None and self.kind != "tile":
+            raise ValueError(f"stain_augmentation is for H&E tiles (kind='tile'); got kind={self.kind!r}")
         return self
 
     @classmethod

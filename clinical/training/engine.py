@@ -91,7 +91,7 @@ def fit(
     manifest = manifest[manifest["kind"] == config.kind]
     classes = class_names(manifest)
     roles = fold_items(split, fold)
-    datasets = _datasets(config, manifest, cohort_dir, roles, classes)
+    datasets = _datasets(config, manifest, cohort_dir, roles, classes, device)
     if info_dist.main:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
@@ -99,6 +99,8 @@ def fit(
     torch.manual_seed(config.seed)
     model = create_model(config.model, spatial_dims=config.spatial_dims, in_channels=config.in_channels,
                          num_classes=len(classes), pretrained=config.pretrained)
+    if config.centre == "embedding":
+        model.use_sites(sorted(set(datasets["train"].frame()["site"])))
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)
@@ -113,7 +115,8 @@ def fit(
             "n_train": len(datasets["train"]), "n_val": len(datasets["val"]) if datasets["val"] is not None else 0,
             "n_test": len(datasets["test"]) if datasets["test"] is not None else 0,
             "device": str(device), "world_size": info_dist.world_size, "cohort_digest": cohort_digest(manifest),
-            "out": str(out), "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
+            "out": str(out), "cohort_dir": str(Path(cohort_dir).resolve()),
+            "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
             "pretrained_keys_loaded": len(model.weights_report.loaded) if model.weights_report else 0,
         }
         for callback in callbacks:
@@ -150,7 +153,8 @@ def fit(
 
 
 def _datasets(
-    config: TrainConfig, manifest: pd.DataFrame, cohort_dir: str | Path, roles: dict[str, list[str]], classes: list[str]
+    config: TrainConfig, manifest: pd.DataFrame, cohort_dir: str | Path, roles: dict[str, list[str]],
+    classes: list[str], device: torch.device,
 ) -> dict[str, ManifestDataset | None]:
     labelled = set(manifest.loc[manifest["label"].notna(), "item_id"])
     known = set(manifest["item_id"])
@@ -170,8 +174,10 @@ def _datasets(
 
     def dataset(role: str, train: bool) -> ManifestDataset:
         return ManifestDataset(manifest, cohort_dir, items=parts[role], classes=classes,
-                               transform=preset(config.kind, train=train, size=config.image_size),
-                               cache_bytes=config.cache_bytes)
+                               transform=preset(config.kind, train=train, size=config.image_size,
+                                                device=device if config.cache_on_device else None,
+                                                stain=config.stain_augmentation),
+                               cache_bytes=config.cache_bytes, channels=config.channels)
 
     return {"train": dataset("train", True), "val": dataset("val", False) if parts["val"] else None,
             "test": dataset("test", False) if parts["test"] else None}
@@ -196,7 +202,7 @@ class _Loop:
                             num_classes=len(classes), prob=config.mix_prob)
         self.train_step = TrainStep(self._rebuild(previous=None), device=device, amp=config.amp,
                                     grad_clip=config.grad_clip, channels_last=config.channels_last, mixer=mixer,
-                                    lr=self.lr)
+                                    lr=self.lr, keys=("image", "label", "site") if model.sites else ("image", "label"))
         self.best_epoch, self.best_score, self.best_loss = -1, -math.inf, math.inf
         self.stale = 0
         self.history: list[dict[str, Any]] = []
@@ -217,7 +223,7 @@ class _Loop:
         return optimizer
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(self.runner(batch["image"]), batch["label"], weight=self.weight,
+        return loss_fn(self.runner(batch["image"], site=batch.get("site")), batch["label"], weight=self.weight,
                        label_smoothing=self.config.label_smoothing)
 
     def model_state(self) -> dict[str, torch.Tensor]:
@@ -226,7 +232,7 @@ class _Loop:
     def best_payload(self) -> dict[str, Any]:
         """What ``best.pt`` holds: the best weights, their epoch, the classes and the config."""
         return {"model": self._best_state, "epoch": self.best_epoch, "classes": self.classes,
-                "config": self.config.model_dump(mode="json")}
+                "sites": list(self.model.sites), "config": self.config.model_dump(mode="json")}
 
     # --- one epoch ------------------------------------------------------------------------------
     def run_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, Any]]:
@@ -238,6 +244,8 @@ class _Loop:
         total, count = 0.0, 0
         for batch in tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                           disable=None if self.dist.main else True):
+            if self.model.sites:  # names become embedding rows here, so the step moves them as a tensor
+                batch = {**batch, "site": self.model.site_index(batch["site"])}
             loss = self.train_step(batch, self._loss)
             total += loss * len(batch["image"])
             count += len(batch["image"])
@@ -249,7 +257,7 @@ class _Loop:
         if self.datasets["val"] is not None:
             frame = predict(self.model, self.datasets["val"], batch_size=max(config.batch_size, 32),
                             device=self.device, amp=config.amp, channels_last=config.channels_last)
-            val = _safe_score(frame, self.classes, config.monitor_level)
+            val = _safe_score(frame, self.classes, config)
             val_loss = _log_loss(frame, len(self.classes))
         monitored = val.get(MONITOR, math.nan)
         ranked = -math.inf if math.isnan(monitored) else monitored
@@ -282,6 +290,7 @@ class _Loop:
             "epoch": epoch,
             "config": self.config.model_dump(mode="json"),
             "classes": self.classes,
+            "sites": list(self.model.sites),
             "model": self.model.state_dict(),
             "step": self.train_step.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -323,14 +332,13 @@ class _Loop:
         val = (predict(self.model, self.datasets["val"], **kwargs) if self.datasets["val"] is not None
                else _no_predictions(self.datasets["train"], len(self.classes)))
         test = predict(self.model, self.datasets["test"], **kwargs) if self.datasets["test"] is not None else None
-        level = self.config.monitor_level
         last = self.history[-1]["epoch"] if self.history else -1
         return FitResult(
             fold=fold, classes=self.classes, best_epoch=self.best_epoch,
             best_score=self.best_score if math.isfinite(self.best_score) else math.nan,
             epochs_run=last + 1, stopped_early=last + 1 < self.config.epochs, history=self.history,
-            val_metrics=_safe_score(val, self.classes, level) if len(val) else {},
-            test_metrics=_safe_score(test, self.classes, level) if test is not None else {},
+            val_metrics=_safe_score(val, self.classes, self.config) if len(val) else {},
+            test_metrics=_safe_score(test, self.classes, self.config) if test is not None else {},
             val_predictions=val, test_predictions=test, config=self.config, out=out,
         )
 
@@ -344,13 +352,13 @@ def _no_predictions(dataset: ManifestDataset, n_classes: int) -> pd.DataFrame:
     return frame
 
 
-def _safe_score(frame: pd.DataFrame, classes: list[str], level: str) -> dict[str, float]:
-    """``score`` at ``level``; AUROC is NaN (with a warning) when the part holds one class only."""
+def _safe_score(frame: pd.DataFrame, classes: list[str], config: TrainConfig) -> dict[str, float]:
+    """``score`` at the recipe's level and aggregation; AUROC is NaN (with a warning) when the part holds one class."""
     labels = frame["label"].dropna()
     if labels.nunique() < 2:
         logger.warning("The %d scored items hold one class only; AUROC is undefined (NaN) for them.", len(labels))
         return {MONITOR: math.nan}
-    return score(frame, classes, level=level)
+    return score(frame, classes, level=config.monitor_level, aggregate=config.aggregate)
 
 
 def _log_loss(frame: pd.DataFrame, n_classes: int) -> float:

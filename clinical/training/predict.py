@@ -42,7 +42,7 @@ def predict(
 ) -> pd.DataFrame:
     """The predictions frame of ``dataset``: one row per item, in dataset order.
 
-    Columns ``item_id, patient_key, study_key, site, label`` (class index,
+    Columns ``item_id, patient_key, study_key, series_key, site, label`` (class index,
     ``<NA>`` when unlabelled) and ``prob_0 … prob_{C-1}`` (softmax of the logits).
     The model is put in eval mode and left there.
     """
@@ -50,11 +50,12 @@ def predict(
     model.eval()
     loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers,
                          pin_memory=device.type == "cuda")
+    sites = bool(getattr(model, "sites", ()))  # a centre-aware ClassifierModel reads each item's site
     chunks = []
     for batch in tqdm(loader, desc="predict", unit="batch", disable=None, leave=False):
         images = memory_format(batch["image"].to(device, non_blocking=True), channels_last)
         with autocast(device, amp):
-            logits = model(images)
+            logits = model(images, site=model.site_index(batch["site"]).to(device)) if sites else model(images)
         chunks.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     probs = np.concatenate(chunks) if chunks else np.zeros((0, len(dataset.classes)))
     frame = dataset.frame()

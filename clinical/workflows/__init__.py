@@ -1,10 +1,15 @@
 """Use cases, one function each: what the CLI, the notebooks and the Prefect flows call.
 
-``ingest_cohort`` → ``split_cohort`` and ``audit_cohort`` → ``pretrain`` →
+``ingest_cohort`` → ``split_cohort`` and ``audit_cohort`` (``trained_inflation``: what an item-level split
+costs the study's own recipe) → ``pretrain`` →
 ``cross_validate`` (train the folds → pool the out-of-fold predictions →
 metrics with patient CIs) → ``fit_final_model`` (a refit on every development patient) →
 ``register_model`` (the promotion gate, on the split's locked gate set) →
-``site_finetune``, ``federate`` and ``track_federation``, ``compare_training``.
+``screen_with_uncertainty`` (screening per eye and patient, with uncertainty, referral and conformal sets),
+``site_finetune``, ``federate`` and ``track_federation``, ``compare_training``; ``report_model`` (the
+report of a registered version) and ``predict_to_pacs`` (a study's prediction back into the PACS);
+``train_slide_mil`` (whole slides from weak labels: attention MIL against tile aggregation);
+``slice_cohort`` (a volume cohort and its split as those of their axial slices).
 Tracking is the optional ``tracker`` argument
 (:class:`~clinical.tracking.MlflowTracker`); without it the same files are
 written and nothing is sent. The callers reach training, tracking and
@@ -36,6 +41,8 @@ _SOURCES = {
     "audit_cohort": "clinical.workflows.cohort",
     "ingest_cohort": "clinical.workflows.cohort",
     "split_cohort": "clinical.workflows.cohort",
+    "slice_cohort": "clinical.workflows.slices",
+    "trained_inflation": "clinical.workflows.inflation",
     "bytes_curve": "clinical.workflows.compare",
     "compare_training": "clinical.workflows.compare",
     "CrossValidation": "clinical.workflows.crossval",
@@ -53,7 +60,16 @@ _SOURCES = {
     "track_federation": "clinical.workflows.federate",
     "RegisteredModel": "clinical.workflows.register",
     "register_model": "clinical.workflows.register",
+    "ModelReport": "clinical.workflows.report",
+    "report_model": "clinical.workflows.report",
+    "PacsPrediction": "clinical.workflows.pacs",
+    "predict_to_pacs": "clinical.workflows.pacs",
+    "Screening": "clinical.workflows.screening",
+    "read_grades": "clinical.workflows.screening",
+    "screen_with_uncertainty": "clinical.workflows.screening",
     "SiteFinetune": "clinical.workflows.site",
+    "SlideMIL": "clinical.workflows.slides",
+    "train_slide_mil": "clinical.workflows.slides",
     "site_finetune": "clinical.workflows.site",
 }
 
@@ -79,8 +95,14 @@ if TYPE_CHECKING:
         train_fold,
     )
     from clinical.workflows.federate import RegisteredFederation, federate, track_federation
+    from clinical.workflows.inflation import trained_inflation
+    from clinical.workflows.pacs import PacsPrediction, predict_to_pacs
     from clinical.workflows.register import RegisteredModel, register_model
+    from clinical.workflows.report import ModelReport, report_model
+    from clinical.workflows.screening import Screening, read_grades, screen_with_uncertainty
     from clinical.workflows.site import SiteFinetune, site_finetune
+    from clinical.workflows.slices import slice_cohort
+    from clinical.workflows.slides import SlideMIL, train_slide_mil
 
 
 def __getattr__(name: str) -> Any:
@@ -102,12 +124,16 @@ __all__ = [
     "FinalModel",
     "FoldRun",
     "MlflowTracker",
+    "ModelReport",
+    "PacsPrediction",
     "RegisteredFederation",
     "RegisteredModel",
     "RunSettings",
+    "Screening",
     "ServeSettings",
     "ServingLimits",
     "SiteFinetune",
+    "SlideMIL",
     "TrainConfig",
     "alias_version",
     "audit_cohort",
@@ -123,12 +149,19 @@ __all__ = [
     "load_registered",
     "open_cross_validation",
     "pool_folds",
+    "predict_to_pacs",
     "pretrain",
     "read_cross_validation",
+    "read_grades",
     "register_model",
+    "report_model",
+    "screen_with_uncertainty",
     "serve_model",
     "site_finetune",
+    "slice_cohort",
     "split_cohort",
     "track_federation",
     "train_fold",
+    "train_slide_mil",
+    "trained_inflation",
 ]

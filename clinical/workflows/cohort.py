@@ -9,6 +9,10 @@ from typing import Any
 from clinical.cohort import cohort_digest, read_manifest
 from clinical.ingest import IngestReport, ingest
 from clinical.splits import audit_split, read_split, split_by_site, split_manifest, write_split
+from clinical.splits.inflation import N_SEEDS
+from clinical.splits.report import inflation_folds
+from clinical.training import TrainConfig
+from clinical.workflows.inflation import trained_inflation
 
 __all__ = ["audit_cohort", "ingest_cohort", "split_cohort"]
 
@@ -35,9 +39,22 @@ def split_cohort(cohort_dir: str | Path, out: str | Path, *, previous: str | Pat
     return write_split(split, out, cohort_digest=cohort_digest(manifest))
 
 
-def audit_cohort(cohort_dir: str | Path, split_path: str | Path, report_path: str | Path, **options: Any) -> dict:
-    """The split's leakage audit (:func:`clinical.splits.audit_split`), written as JSON to ``report_path``."""
+def audit_cohort(cohort_dir: str | Path, split_path: str | Path, report_path: str | Path, *,
+                 recipe: TrainConfig | None = None, **options: Any) -> dict:
+    """The split's leakage audit (:func:`clinical.splits.audit_split`), written as JSON to ``report_path``.
+
+    With a ``recipe`` the inflation of an item-level split is measured with that recipe's network
+    (:func:`clinical.workflows.trained_inflation`, its fits beside the report in ``<report stem>-inflation/``)
+    instead of the quick logistic regression; it trains ``2 × folds × n_seeds`` models.
+    """
     split, meta = read_split(split_path)
+    if recipe is not None:
+        options["inflation"] = False
     report = audit_split(read_manifest(cohort_dir), split, cohort_dir, meta=meta, **options)
+    if recipe is not None:
+        report["inflation"] = trained_inflation(
+            recipe, cohort_dir=cohort_dir, out=Path(report_path).parent / f"{Path(report_path).stem}-inflation",
+            folds=inflation_folds(meta), seed=int(meta.get("seed") or 0), n_boot=options.get("n_boot", 1000),
+            n_seeds=options.get("n_seeds", N_SEEDS))
     Path(report_path).write_text(json.dumps(report, indent=2, default=str))
     return report

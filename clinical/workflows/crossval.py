@@ -11,7 +11,8 @@ its own machine; :func:`cross_validate` runs them one after the other.
 Files under ``out``::
 
     fold-<k>/                  one fit per outer fold (config, checkpoints, predictions, result.json)
-    cv/metrics_with_ci.csv     pooled out-of-fold metrics, 95% CIs resampling patients
+    cv/metrics_with_ci.csv     pooled out-of-fold metrics, 95% CIs resampling patients; every row names its level
+                               and how item scores became a patient score (the recipe's ``aggregate``)
     cv/predictions_pooled_test.parquet
     cv/cv_summary.json|.txt    mean ± SD over folds, as the studies report them
     cv/plots/*.png             ROC, PR, calibration, confusion (and per-site forest) of the pooled predictions
@@ -155,15 +156,17 @@ def pool_folds(
     config, classes = results[0].config, results[0].classes
     summary = summarize(results)
     pooled = pd.concat([r.test_predictions for r in results if r.test_predictions is not None], ignore_index=True)
-    table = evaluate(pooled, classes, level=config.monitor_level, n_boot=n_boot, seed=config.seed).table
+    table = evaluate(pooled, classes, level=config.monitor_level, n_boot=n_boot, seed=config.seed,
+                     aggregate=config.aggregate).to_table()
     folder = Path(out) / "cv"
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "metrics_with_ci.csv", index=False)
     pooled.to_parquet(folder / "predictions_pooled_test.parquet", index=False)
     (folder / "cv_summary.json").write_text(json.dumps(summary, indent=2))
     (folder / "cv_summary.txt").write_text(format_summary(summary))
-    save_plots(pooled, classes, folder / "plots", level=config.monitor_level)
+    save_plots(pooled, classes, folder / "plots", level=config.monitor_level, aggregate=config.aggregate)
     record = {"fold_runs": [asdict(run) for run in fold_runs], "split_digest": read_split(split_path)[1]["digest"],
+              "level": config.monitor_level, "aggregate": config.aggregate,
               "cohort_digest": read_cohort_meta(cohort_dir)["digest"],
               "parent_run_id": tracker.parent_run_id if tracker is not None else None}
     (folder / "cross_validation.json").write_text(json.dumps(record, indent=2))

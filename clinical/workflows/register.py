@@ -126,6 +126,6 @@ def _gate(name: str, champion: str, challenger: str, cv: CrossValidation, *, spl
     logger.info("Gate: %s version %s against champion %s on %d gate patients.", name, challenger, champion,
                 len(gate))
     return decide_promotion(frames["champion"], frames["challenger"], cv.results[0].classes,
-                            level=cv.config.monitor_level, margin=margin, alpha=alpha,
+                            level=cv.config.monitor_level, aggregate=cv.config.aggregate, margin=margin, alpha=alpha,
                             calibration_tolerance=calibration_tolerance,
                             patients="gate patients (locked away at split time)")

@@ -104,7 +104,8 @@ def site_finetune(
         raise ConfigurationError(f"Site {site!r} has no test patients in fold {fold}; the comparison needs them.")
     champion = predict_registered(model_uri, cohort_dir=cohort_dir, split_path=site_split, fold=fold, role="test")
     decision = decide_promotion(champion, result.test_predictions, result.classes,
-                                level=recipe.monitor_level, margin=margin, alpha=alpha)
+                                level=recipe.monitor_level, aggregate=recipe.aggregate, margin=margin, alpha=alpha,
+                                patients=f"test patients of site {site!r}, fold {fold}")
     comparison = decision.comparison.to_dict()
     if not decision.promote:
         logger.info("Site %s keeps the champion: %s", site, decision.reason)

@@ -1,7 +1,7 @@
 """The synthetic multi-site demo cohort: real DICOM, NIfTI, TIFF and photo files, deterministic by seed.
 
-It is what the demo, the tests and the benchmarks ingest. Four tasks, three
-sites each, every file in a standard format that the usual tools open
+It is what the demo, the tests and the benchmarks ingest. Several tasks,
+three sites each, every file in a standard format that the usual tools open
 (dcmdump, nibabel, tiffslide, PIL)::
 
     OUT/radiographs/<site>/<patient_dir>/<study_dir>/<name>.dcm     CR and DX, label per patient
@@ -9,6 +9,9 @@ sites each, every file in a standard format that the usual tools open
     OUT/volumes/nifti/<site>/<patient_dir>/<name>.nii | .nii.gz
     OUT/slides/<site>/<patient_dir>/<name>.tiff                     pyramidal tiled TIFF
     OUT/papyri/<site>/<papyrus_dir>/<name>.png | .jpg | .tif        photographs of glyphs
+    OUT/fundus/<site>/<patient_dir>/<name>.png | .jpg               colour fundus photographs, two eyes each
+    OUT/petct/<site>/<patient_dir>/<series_dir>/<name>.dcm          PET and CT series of one study, one frame
+                                                                     of reference; OUT/petct/slice_labels.csv
     OUT/<task>/labels.csv, OUT/<task>/ground_truth.csv
     OUT/summary.json
 
@@ -27,10 +30,13 @@ Sizes (three sites per task; items are files, or series for DICOM volumes; CPU t
 ======  ===============================  ==========================  ===================  ===================  ======
 size    radiographs                      volumes                     slides               papyri               CPU
 ======  ===============================  ==========================  ===================  ===================  ======
-tiny    12 patients, 25 images ≤ 128 px  11 (6 patients) ≤ 22×48×48  5 of 1024×768       19 (1 of 2048 px)    ~4 s
-small   60 patients, 123 images, 128 px  36 (24) ≤ 26×64×64          8 of 2048×1536      146 (2 large)        ~13 s
-demo    180 patients, 366 images, 256    87 (60) ≤ 34×96×96          12 of 4096×3072     424 (4 of 2560 px)   ~60 s
+tiny    12 patients, 25 images ≤ 128 px  11 (6 patients) ≤ 22×48×48  14 (6), 1024×768    19 (1 of 2048 px)    ~4 s
+small   60 patients, 123 images, 128 px  36 (24) ≤ 26×64×64          14 (6), 2048×1536   146 (2 large)        ~13 s
+demo    180 patients, 366 images, 256    87 (60) ≤ 34×96×96          29 (12), 4096×3072  424 (4 of 2560 px)   ~60 s
 ======  ===============================  ==========================  ===================  ===================  ======
+
+Fundus photographs (two per patient, sides before per-camera scaling): tiny 12 patients, 24 photographs
+of 64 px; small 120 patients, 240 of 96 px; demo 300 patients, 600 of 256 px.
 
 ``finding_strength`` scales what carries the label (lung opacity, lesion
 contrast, tumour texture; papyri are not affected): 0 removes it, 1 is the
@@ -47,7 +53,9 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from clinical.cohort.synthetic.fundus import generate_fundus
 from clinical.cohort.synthetic.papyri import generate_papyri
+from clinical.cohort.synthetic.petct import generate_petct
 from clinical.cohort.synthetic.phi import phi_values
 from clinical.cohort.synthetic.radiographs import generate_radiographs
 from clinical.cohort.synthetic.sizes import SIZES, SizeSpec
@@ -64,6 +72,8 @@ _GENERATORS = {
     "volumes": generate_volumes,
     "slides": generate_slides,
     "papyri": generate_papyri,
+    "fundus": generate_fundus,
+    "petct": generate_petct,
 }
 #: The task folders, in the order they are generated.
 TASKS = tuple(_GENERATORS)
@@ -77,6 +87,7 @@ def generate_cohort(
     patient_effect: bool = True,
     finding_strength: float = 1.0,
     tasks: tuple[str, ...] | list[str] | None = None,
+    ct_signal: bool = True,
 ) -> dict:
     """Write the synthetic cohort under ``out`` and return its summary (also written to ``summary.json``).
 
@@ -94,6 +105,8 @@ def generate_cohort(
         Scale of what carries the label, ≥ 0 (0 removes it; 1 default; 3 strong).
     tasks
         A subset of :data:`TASKS` to generate (default: all).
+    ct_signal
+        PET/CT task only: lesions also show on CT (so PET + CT can beat PET alone); False hides them there.
 
     Returns
     -------
@@ -124,13 +137,14 @@ def generate_cohort(
     spec = SIZES[size]
     summary: dict = {
         "size": size, "seed": seed, "patient_effect": bool(patient_effect),
-        "finding_strength": float(finding_strength), "tasks": {},
+        "finding_strength": float(finding_strength), "ct_signal": bool(ct_signal), "tasks": {},
     }
     for task in TASKS:
         if task not in chosen:
             continue
         rows = _GENERATORS[task](
-            out, spec, seed=seed, patient_effect=bool(patient_effect), finding_strength=float(finding_strength)
+            out, spec, seed=seed, patient_effect=bool(patient_effect), finding_strength=float(finding_strength),
+            **({"ct_signal": bool(ct_signal)} if task == "petct" else {}),
         )
         summary["tasks"][task] = {
             "items": len(rows),

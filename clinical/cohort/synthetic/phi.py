@@ -48,7 +48,7 @@ _ID_FORMATS = {"northfield": "NF{:07d}", "riverside": "RVS-{:06d}", "eastgate": 
 _ACCESSION_PREFIX = {"northfield": "NFA", "riverside": "RVA", "eastgate": "EGA"}
 MAX_IDENTITIES = len(_FAMILY) * len(_GIVEN)
 #: First identity index of each DICOM task, so tasks never share a fake patient.
-INDEX_OFFSET = {"radiographs": 0, "volumes": 600}
+INDEX_OFFSET = {"radiographs": 0, "volumes": 600, "petct": 300}
 
 
 @dataclass(frozen=True)

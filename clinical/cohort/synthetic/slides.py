@@ -8,6 +8,10 @@ nuclei. The label is the slide's (and the patient's), so a patch classifier
 meets the weak-label problem of the KimiaNet setting; the boxes of the
 label-carrying islands are in ``ground_truth.csv`` (level-0 pixels ``[x, y, w, h]``).
 
+Labels are balanced within every site (each site's patients cycle through the
+classes), so site and label are independent and no slide result can come from
+recognising the laboratory. Every patient has two or three slides.
+
 Colours come from Beer–Lambert optical densities of haematoxylin and eosin;
 each site stains differently, and with ``patient_effect`` each patient keeps
 one stain shade and stroma texture across slides.
@@ -172,14 +176,14 @@ def generate_slides(
     rows_out: list[dict] = []
     labels: list[dict] = []
     n = spec.slide_patients_per_site
-    all_labels = balanced_labels(rng_for(seed, TASK, "labels"), n * len(SITES), CLASSES)
+    site_labels = {site.name: balanced_labels(rng_for(seed, TASK, "labels", site.name), n, CLASSES) for site in SITES}
     size = (spec.slide_size * 3 // 4, spec.slide_size)
     jobs = [(s, site, i) for s, site in enumerate(SITES) for i in range(n)]
     for s, site, i in tqdm(jobs, desc="slides", unit="patient", disable=None, leave=False):
         p = s * n + i
-        label = all_labels[p]
+        label = site_labels[site.name][i]
         patient_dir = opaque_name(seed, TASK, "patient", p)
-        n_slides = int(rng_for(seed, TASK, "patient", p).integers(1, 3))
+        n_slides = int(rng_for(seed, TASK, "patient", p).integers(2, 4))
         for k in range(n_slides):
             rng = rng_for(seed, TASK, "slide", p, k)
             islands = _islands(rng, size)

@@ -1,4 +1,4 @@
-"""DICOMweb: QIDO-RS to find studies and their instances, WADO-RS to retrieve instances one by one.
+"""DICOMweb: QIDO-RS to find studies and their instances, WADO-RS to retrieve them one by one, STOW-RS to store.
 
 Built on ``dicomweb-client``. Instances are asked for as stored (``transfer-syntax=*``),
 so the bytes on disk are the bytes the PACS holds and items get the same ids as from the
@@ -62,6 +62,10 @@ class DicomwebBackend:
             )
             staging.write_instance(study_key, dataset)
         return len(instances)
+
+    def store(self, dataset) -> None:
+        """Send one instance into the PACS (STOW-RS), e.g. a prediction's Structured Report."""
+        _call(lambda: self._client.store_instances([dataset]), "store")
 
     def close(self) -> None:
         self._session.close()

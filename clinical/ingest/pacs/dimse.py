@@ -1,4 +1,4 @@
-"""DIMSE: C-FIND to find studies, C-GET (or C-MOVE to a Storage SCP of ours) to retrieve them, with pynetdicom.
+"""DIMSE: C-FIND to find studies, C-GET (or C-MOVE to a Storage SCP of ours) to retrieve them, C-STORE to store.
 
 The Study Root information model is used throughout. For retrieval, a study-level C-FIND
 first asks for SOPClassesInStudy (0008,0062), so that the association offers a storage
@@ -74,6 +74,12 @@ class DimseBackend:
             raise RetrievalError(receiver.error)
         _check_final(statuses, "retrieve")
         return receiver.count
+
+    def store(self, dataset: Dataset) -> None:
+        """Send one instance into the PACS (C-STORE), e.g. a prediction's Structured Report."""
+        ae = self._ae()
+        ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+        _check_final(self._request(ae, [], [], lambda assoc: [(assoc.send_c_store(dataset), None)]), "C-STORE")
 
     def close(self) -> None:
         """Stop our Storage SCP if a C-MOVE started it."""

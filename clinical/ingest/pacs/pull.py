@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from clinical.errors import PacsUnavailableError
+from clinical.errors import ClinicalError, PacsUnavailableError
 from clinical.ingest.engine import IngestReport, ingest
 from clinical.ingest.identity import load_key
 from clinical.ingest.pacs.config import PacsConfig
@@ -41,7 +41,7 @@ from clinical.ingest.pacs.dimse import DimseBackend
 from clinical.ingest.pacs.query import StudyQuery
 from clinical.ingest.pacs.staging import RetrievalError, Staging, TransientError
 
-__all__ = ["PullReport", "default_staging", "pull"]
+__all__ = ["PullReport", "default_staging", "fetch", "pull", "store"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +127,33 @@ def pull(
     ConfigurationError
         On an invalid URL or query, or credentials the PACS refuses.
     """
-    if isinstance(config, str):
-        config = PacsConfig.from_url(config)
+    secret = load_key(key)
     query = StudyQuery.build(since=since, until=until, modalities=modalities, accessions_csv=accessions_csv,
                              patients_csv=patients_csv)
-    secret = load_key(key)
-    area = Staging(staging if staging is not None else default_staging(cohort), secret)
-    backend = DicomwebBackend(config) if config.protocol == "dicomweb" else DimseBackend(config)
+    report = fetch(config, staging if staging is not None else default_staging(cohort), query, key=secret,
+                   progress=progress, on_study=on_study)
+    report.ingest = ingest([report.staging / "studies"], cohort, labels=labels, sites=sites, key=secret,
+                           workers=workers, progress=progress, **ingest_options)
+    return report
+
+
+def fetch(
+    config: PacsConfig | str,
+    staging: str | Path,
+    query: StudyQuery,
+    *,
+    key: str | bytes | None = None,
+    progress: bool = True,
+    on_study: Callable[[int, int], None] | None = None,
+) -> PullReport:
+    """The retrieval half of :func:`pull`: stage the new studies matching ``query``, ingest nothing.
+
+    Complete studies land in ``STAGING/studies/<study key>/``; studies staged before are skipped.
+    Raises as :func:`pull` does.
+    """
+    config = PacsConfig.from_url(config) if isinstance(config, str) else config
+    area = Staging(staging, load_key(key))
+    backend = _backend(config)
     with _quiet_network_logs():
         try:
             studies = _find(backend, config, query, area)
@@ -143,9 +163,32 @@ def pull(
         finally:
             backend.close()
     logger.info("%s", report.summary())
-    report.ingest = ingest([area.studies], cohort, labels=labels, sites=sites, key=secret, workers=workers,
-                           progress=progress, **ingest_options)
     return report
+
+
+def store(config: PacsConfig | str, dataset) -> None:
+    """Store one instance into the PACS (STOW-RS or C-STORE, as ``config`` says), retrying transient failures.
+
+    Raises
+    ------
+    PacsUnavailableError
+        When the PACS does not answer within the retries.
+    ClinicalError
+        When it refuses the instance (naming the PACS and the status, never the instance's identifiers).
+    """
+    config = PacsConfig.from_url(config) if isinstance(config, str) else config
+    backend = _backend(config)
+    with _quiet_network_logs():
+        try:
+            _retrying(lambda: backend.store(dataset), config, "storing an instance")
+        except RetrievalError as error:
+            raise ClinicalError(f"The PACS {config.display} refused the instance: {error}.") from None
+        finally:
+            backend.close()
+
+
+def _backend(config: PacsConfig) -> DicomwebBackend | DimseBackend:
+    return DicomwebBackend(config) if config.protocol == "dicomweb" else DimseBackend(config)
 
 
 def _find(backend, config: PacsConfig, query: StudyQuery, area: Staging) -> dict[str, str]:
