@@ -1,4 +1,5 @@
-"""A tiny registered CNN (stem, two stages, head; with BatchNorm) so engine tests run in seconds on 2 cores."""
+"""A tiny registered CNN (stem, two stages, head; with BatchNorm) so engine tests run in seconds on 2 cores, and a
+callback that ends a fit after a given epoch (the resume tests)."""
 
 from __future__ import annotations
 
