@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from uuid import UUID
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect import flow
@@ -99,6 +100,33 @@ def test_a_deployment_run_registers_a_champion_and_a_rerun_hits_the_cache(
     assert states["split"] == {"Cached"}
     assert states["train fold"] == {"Cached"}
     assert alias_version("e2e-radiographs", CHAMPION, client=MlflowClient(mlflow_server.uri)) == "1"
+
+
+def test_a_study_deployment_writes_its_table_under_one_mlflow_study_run(
+    prefect_env: dict, mlflow_server: LocalMlflowServer, tmp_path: Path
+):
+    out = tmp_path / "bpd"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_env["PREFECT_API_URL"]}):
+        flow.from_source(source=str(ROOT), entrypoint="pipelines/studies.py:study_flow").deploy(
+            name="bpd-test", work_pool_name=POOL, build=False, push=False,
+            job_variables={"env": {"MLFLOW_TRACKING_URI": mlflow_server.uri}},
+        )
+        run = run_deployment("study/bpd-test", timeout=1500, parameters={
+            "name": "bpd", "out": str(out), "size": "tiny", "experiment": "studies-e2e"})
+        assert run.state.is_completed(), run.state
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("studies-e2e").experiment_id
+    runs = client.search_runs([experiment])
+    study = [r for r in runs if r.data.tags.get("clinical.study") == "bpd"]
+    assert len(study) == 1 and study[0].info.status == "FINISHED"
+    study_id = study[0].info.run_id
+    arms = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study_id]
+    assert sorted(r.info.run_name for r in arms) == sorted(pd.read_csv(out / "table.csv")["arm"])
+    folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {a.info.run_id for a in arms}]
+    assert len(folds) == 3 * len(arms)  # every arm's three folds nest under that arm
+    assert {a.path for a in client.list_artifacts(study_id, "study")} >= {"study/table.md", "study/summary.png"}
+    reference = "SSL_in-domain__progressive__CutMix.auroc_pooled"
+    assert study[0].data.metrics[reference] == pytest.approx(pd.read_csv(out / "table.csv")["auroc_pooled"][0])
 
 
 def _task_states(flow_run_id: UUID) -> dict[str, set[str]]:

@@ -25,6 +25,7 @@ from clinical.cli import (
     screen,
     serve,
     split,
+    study,
     synth,
     train,
 )
@@ -33,7 +34,7 @@ from clinical.errors import ClinicalError
 __all__ = ["main"]
 
 #: Sub-command modules, in the order of the data flow.
-COMMANDS = (synth, ingest, pull, rejections, split, audit, pretrain, train, mil, screen, federate, report, serve)
+COMMANDS = (synth, ingest, pull, rejections, split, audit, pretrain, train, mil, screen, study, federate, report, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, nargs="+", help="spatial size items are resized to (one or one per axis)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (cosine schedule)")
     parser.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (SimCLR only)")
+    parser.add_argument("--min-crop", type=float, default=0.4, help="smallest crop of a view, as a share of each side")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="do not mirror the views (for what is chiral, such as script)")
     parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, order and augmentation")
     parser.add_argument("--pretrained", help="weights to start from (a local file)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         lr=args.lr,
         temperature=args.temperature,
+        min_crop=args.min_crop,
+        flip=args.flip,
         seed=args.seed,
         pretrained=args.pretrained,
         device=args.device,

@@ -24,7 +24,8 @@ def pool_bags(features: np.ndarray, bags: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def retrieval_accuracy(
-    vectors: np.ndarray, labels: Sequence[int], patients: Sequence[str], *, k: Sequence[int] = (1, 3, 5)
+    vectors: np.ndarray, labels: Sequence[int], patients: Sequence[str], *, k: Sequence[int] = (1, 3, 5),
+    queries: Sequence[bool] | None = None,
 ) -> dict[int, float]:
     """Majority-vote accuracy at each ``k``, leaving out the query's own patient.
 
@@ -38,6 +39,9 @@ def retrieval_accuracy(
         Patient key per slide.
     k
         Neighbour counts; a ``k`` above the number of other patients' slides uses all of them.
+    queries
+        Which slides ask (a mask); the others only answer. ``None``: every slide asks. Held-out slides
+        asking an archive of known ones keep a fine-tuned network from being asked about what it learnt.
 
     Raises
     ------
@@ -58,13 +62,16 @@ def retrieval_accuracy(
     order = np.argsort(-similarity, axis=1, kind="stable")
     others = np.isfinite(similarity).sum(axis=1)
     n_classes = int(labels.max()) + 1
+    asking = np.flatnonzero(np.ones(len(labels), bool) if queries is None else np.asarray(queries, bool))
+    if len(asking) == 0:
+        raise ConfigurationError("retrieval needs at least one query slide.")
     out = {}
     for value in k:
         correct = 0
-        for query in range(len(labels)):
+        for query in asking:
             neighbours = order[query, : min(int(value), int(others[query]))]
             votes = np.bincount(labels[neighbours], minlength=n_classes).astype(np.float64)
             votes[labels[neighbours[0]]] += 0.5  # a tie goes to the nearest neighbour's label
             correct += int(np.argmax(votes) == labels[query])
-        out[int(value)] = correct / len(labels)
+        out[int(value)] = correct / len(asking)
     return out

@@ -1,9 +1,9 @@
 """DICOM: the header-only scan that indexes a tree, and the pixel pipeline.
 
 Header scan
-    :func:`read_header` reads only the elements grouping needs (``specific_tags``,
-    Pixel Data deferred so its presence is known without loading it) and returns a
-    :class:`DicomHeader` in which PatientID (0010,0020), StudyInstanceUID
+    :func:`parse_header` reads only the elements grouping needs (``specific_tags``,
+    Pixel Data deferred so its presence is known without loading it), once per file, and
+    :func:`header_of` makes the :class:`DicomHeader` in which PatientID (0010,0020), StudyInstanceUID
     (0020,000D) and SeriesInstanceUID (0020,000E) are already keyed hashes: raw
     identifiers never leave this module.
 
@@ -50,7 +50,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +80,13 @@ __all__ = [
     "decode_image",
     "decode_multiframe",
     "decode_volume",
+    "header_of",
     "load_pixels",
     "load_volume",
     "modality_pixels",
+    "parse_header",
     "quiet_pydicom",
     "read_dataset",
-    "read_header",
     "screen",
     "scrub_message",
     "volume_spacing",
@@ -207,8 +208,8 @@ def quiet_pydicom() -> Iterator[None]:
         pydicom_logger.setLevel(previous)
 
 
-def read_header(source: str | Path | bytes, key: bytes) -> DicomHeader:
-    """Read the grouping elements of one file (a path, or its bytes when already in memory) without its pixels.
+def parse_header(source: str | Path | bytes, extra_tags: Sequence[str] = ()) -> pydicom.Dataset:
+    """The elements :func:`header_of` needs, and ``extra_tags``, in one parse (Pixel Data deferred, not read).
 
     Raises
     ------
@@ -217,7 +218,22 @@ def read_header(source: str | Path | bytes, key: bytes) -> DicomHeader:
     """
     try:
         with quiet_pydicom():
-            ds = pydicom.dcmread(_readable(source), force=True, defer_size=1024, specific_tags=_HEADER_TAGS)
+            return pydicom.dcmread(_readable(source), force=True, defer_size=1024,
+                                   specific_tags=[*_HEADER_TAGS, *extra_tags])
+    except Exception as error:  # pydicom raises many types on broken headers; all mean "unreadable"
+        raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
+
+
+def header_of(ds: pydicom.Dataset, key: bytes) -> DicomHeader:
+    """The grouping elements of a parsed header, identifiers as keyed hashes.
+
+    Raises
+    ------
+    IngestError
+        When an element cannot be read.
+    """
+    try:
+        with quiet_pydicom():
             return DicomHeader(
                 patient_key=_hashed(ds, "PatientID", key),
                 study_key=_hashed(ds, "StudyInstanceUID", key),
@@ -261,18 +277,28 @@ def screen(source: str | Path | bytes | io.BytesIO, options: IngestOptions, *, c
     try:
         with quiet_pydicom():
             ds = pydicom.dcmread(readable, force=True, stop_before_pixels=True, specific_tags=_SCREEN_TAGS)
-            dims = [int(ds.get(k, d) or d) for k, d in
-                    (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1), ("SamplesPerPixel", 1), ("BitsAllocated", 8))]
     except Exception as error:  # pydicom raises many types on broken headers
         raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
     finally:
         if isinstance(readable, io.BytesIO):
             readable.seek(0)
+    return screen_dataset(ds, options, count=count)
+
+
+def screen_dataset(ds: pydicom.Dataset, options: IngestOptions, *, count: int = 1) -> bool:
+    """:func:`screen` of a data set already parsed (its Pixel Data read but not decoded)."""
+    try:
+        with quiet_pydicom():
+            dims = [int(ds.get(k, d) or d) for k, d in
+                    (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1), ("SamplesPerPixel", 1), ("BitsAllocated", 8))]
+            burned_in = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+    except Exception as error:  # pydicom raises many types on broken values
+        raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
     rows, columns, frames, samples, bits = (max(v, 0) for v in dims)
     nbytes = rows * columns * max(frames, 1) * max(samples, 1) * max(1, -(-bits // 8)) * count
     what = f"Rows×Columns×Frames×Samples = {rows}×{columns}×{max(frames, 1)}×{max(samples, 1)} at {bits} bits"
     options.check_decoded_size(nbytes, what + (f", × {count} slices" if count > 1 else ""))
-    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES" and not options.keep_burned_in:
+    if burned_in and not options.keep_burned_in:
         raise Rejected(
             Reason.BURNED_IN_ANNOTATION,
             "Burned In Annotation (0028,0301) is YES: the pixels carry text, often the patient's name; "
@@ -297,10 +323,11 @@ def load_pixels(
 ) -> tuple[pydicom.Dataset, np.ndarray]:
     """Read only the elements the pixel pipeline uses, decode, apply the Modality LUT.
 
-    With ``options``, the header is screened first (:func:`screen`). Parsing only
-    :data:`_PIXEL_TAGS` saves about a quarter of the parse; should the reduced data set
-    not decode, the whole file is read and decoded again, so the shortcut never turns a
-    good file into a rejection.
+    With ``options``, the header is screened (:func:`screen`, ``count`` as there) before any pixel is
+    decoded: a file held in memory is parsed once and screened from that parse; a larger one is screened
+    from its header before its Pixel Data is read. Parsing only :data:`_PIXEL_TAGS` saves about a quarter
+    of the parse; should the reduced data set not decode, the whole file is read and decoded again, so the
+    shortcut never turns a good file into a rejection.
 
     Returns
     -------
@@ -308,10 +335,16 @@ def load_pixels(
         The (reduced) data set and :func:`modality_pixels` of it.
     """
     readable = _readable(path)
-    if options is not None:
+    in_memory = isinstance(readable, io.BytesIO)
+    if options is not None and not in_memory:
         screen(readable, options, count=count)
-    with quiet_pydicom():
-        reduced = pydicom.dcmread(readable, force=True, specific_tags=_PIXEL_TAGS)
+    try:
+        with quiet_pydicom():
+            reduced = pydicom.dcmread(readable, force=True, specific_tags=_PIXEL_TAGS)
+    except Exception as error:  # pydicom raises many types on broken headers
+        raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
+    if options is not None and in_memory:
+        screen_dataset(reduced, options, count=count)
     try:
         return reduced, modality_pixels(reduced)
     except Rejected:
@@ -540,12 +573,12 @@ def load_volume(
     InvalidSeriesError
         When a slice is multi-frame or colour, so the slices cannot be stacked.
     """
-    screen(unit.paths[0], options, count=len(unit.paths) * budget_count)  # the whole budget, before any slice
     slices = []
     first = None
     risk = False
-    for path in unit.paths:
-        ds, pixels = load_pixels(path, options)
+    for index, path in enumerate(unit.paths):
+        # the first slice is screened for the whole series' budget, before any slice is decoded
+        ds, pixels = load_pixels(path, options, count=len(unit.paths) * budget_count if index == 0 else 1)
         risk = risk or burned_in_risk(ds)
         if pixels.shape[0] != 1 or pixels.shape[-1] != 1:
             raise InvalidSeriesError("inconsistent series: a slice is multi-frame or colour, so it cannot be stacked")

@@ -32,7 +32,7 @@ from clinical.ingest.identity import source_pseudonym
 from clinical.ingest.journal import read_state, write_state
 from clinical.ingest.options import DEFAULT_EXCLUDE
 from clinical.ingest.reasons import Reason
-from clinical.ingest.series import read_stack
+from clinical.ingest.series import STACK_TAGS, stack_of
 
 __all__ = ["Walk", "as_list", "scan", "scan_file", "sources_fingerprint", "walk", "walk_all"]
 
@@ -238,7 +238,7 @@ def scan_file(path: str, name: str, key: bytes) -> dict:
     A record whose ``stage`` is not None is a rejection with its ``code`` and ``reason``;
     otherwise ``format`` is one of ``dicom``, ``nifti``, ``slide``, ``photo``, and a DICOM file
     has its ``header`` and its ``stack`` (what splits a series into stacks, see
-    :func:`clinical.ingest.series.read_stack`) as JSON.
+    :func:`clinical.ingest.series.stack_of`) as JSON.
     """
     record = {"file": name, "size": -1, "mtime_ns": -1, "digest": None, "format": None, "stage": None,
               "code": None, "reason": None, "header": None, "stack": None}
@@ -281,8 +281,8 @@ def _record(path: str, key: bytes, record: dict) -> dict:
     record["format"] = fmt
     if fmt == "dicom":
         try:
-            header = dicom.read_header(data if data is not None else path, key)
-            stack = read_stack(data if data is not None else path, key)
+            parsed = dicom.parse_header(data if data is not None else path, extra_tags=STACK_TAGS)  # parsed once
+            header, stack = dicom.header_of(parsed, key), stack_of(parsed, key)
         except IngestError as error:
             return _rejected(record, "read", Reason.BAD_HEADER, str(error))
         record["header"] = json.dumps(asdict(header))

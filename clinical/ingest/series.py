@@ -29,10 +29,8 @@ normal, the cross product of the two direction cosines of Image Orientation
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -47,8 +45,8 @@ __all__ = [
     "STACK_TAGS",
     "order_slices",
     "pick_instance",
-    "read_stack",
     "split_stacks",
+    "stack_of",
 ]
 
 #: What splits a series into stacks, and the instance's identity.
@@ -122,38 +120,36 @@ def order_slices(
     return [int(i) for i in order], spacing
 
 
-def read_stack(source: str | Path | bytes, key: bytes) -> dict:
-    """The elements of one file that split its series into stacks; the SOP Instance UID as a keyed hash.
+def stack_of(ds: pydicom.Dataset, key: bytes) -> dict:
+    """The elements of one parsed file (at least :data:`STACK_TAGS`) that split its series into stacks.
 
     Returns ``{"instance", "echo", "temporal", "acquisition", "image_type", "transfer_syntax", "samples",
-    "bits"}``, None for what the file does not have.
+    "bits"}`` (the SOP Instance UID as a keyed hash), None for what the file does not have.
 
     Raises
     ------
     IngestError
-        When the header cannot be parsed.
+        When an element cannot be read.
     """
-    readable = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with quiet_pydicom():  # pydicom's warnings quote element values
-            ds = pydicom.dcmread(readable, force=True, stop_before_pixels=True, specific_tags=STACK_TAGS)
-        uid = str(ds.get("SOPInstanceUID", "") or "").strip()
-        echo = ds.get("EchoNumbers", None)
-        if echo in (None, "") and ds.get("EchoTime", None) not in (None, ""):
-            echo = f"TE{float(ds.EchoTime):g}"
-        image_type = ds.get("ImageType", None)
-        meta = getattr(ds, "file_meta", None)
-        return {
-            "instance": keyed_hash(key, f"instance:{uid}") if uid else None,
-            "echo": None if echo in (None, "") else str(echo),
-            "temporal": _text(ds.get("TemporalPositionIdentifier", None)),
-            "acquisition": _text(ds.get("AcquisitionNumber", None)),
-            "image_type": "\\".join(str(v) for v in image_type) if image_type not in (None, "") else None,
-            "transfer_syntax": str(meta.get("TransferSyntaxUID", "")) if meta is not None else None,
-            "samples": _text(ds.get("SamplesPerPixel", None)),
-            "bits": _text(ds.get("BitsAllocated", None)),
-        }
-    except Exception as error:  # pydicom raises many types on broken headers
+        with quiet_pydicom():
+            uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+            echo = ds.get("EchoNumbers", None)
+            if echo in (None, "") and ds.get("EchoTime", None) not in (None, ""):
+                echo = f"TE{float(ds.EchoTime):g}"
+            image_type = ds.get("ImageType", None)
+            meta = getattr(ds, "file_meta", None)
+            return {
+                "instance": keyed_hash(key, f"instance:{uid}") if uid else None,
+                "echo": None if echo in (None, "") else str(echo),
+                "temporal": _text(ds.get("TemporalPositionIdentifier", None)),
+                "acquisition": _text(ds.get("AcquisitionNumber", None)),
+                "image_type": "\\".join(str(v) for v in image_type) if image_type not in (None, "") else None,
+                "transfer_syntax": str(meta.get("TransferSyntaxUID", "")) if meta is not None else None,
+                "samples": _text(ds.get("SamplesPerPixel", None)),
+                "bits": _text(ds.get("BitsAllocated", None)),
+            }
+    except Exception as error:  # pydicom raises many types on broken values
         raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
 
 

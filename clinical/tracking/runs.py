@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from clinical.tracking.callback import MlflowCallback, start_parent_run
 from clinical.tracking.pyfunc import save_classifier
@@ -36,6 +37,8 @@ class MlflowTracker:
         Experiment name (created when missing).
     parent_run_id
         Set by :meth:`open`; fold runs nest under it.
+    study_run_id
+        Set by :meth:`open_study`; every cross-validation's parent run then nests under it.
     tracking_uri
         ``None``: ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``.
     """
@@ -43,6 +46,7 @@ class MlflowTracker:
     experiment: str = "clinical"
     parent_run_id: str | None = None
     tracking_uri: str | None = None
+    study_run_id: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -50,9 +54,33 @@ class MlflowTracker:
     def open(self, config: TrainConfig, *, tags: Mapping[str, str], run_name: str | None = None) -> MlflowTracker:
         """A copy of this tracker with a new parent run (named after the recipe unless ``run_name``)."""
         tags = {**tags, "clinical.model": config.model, "clinical.schedule": config.schedule}
+        if self.study_run_id is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = self.study_run_id
         parent = start_parent_run(self.experiment, run_name=run_name or f"{config.model}-{config.schedule}-cv",
                                   tags=tags, tracking_uri=self.tracking_uri)
         return replace(self, parent_run_id=parent)
+
+    def open_study(self, name: str, *, tags: Mapping[str, str] | None = None) -> MlflowTracker:
+        """A copy of this tracker with a new study run, under which each arm's runs nest."""
+        study = start_parent_run(self.experiment, run_name=f"study-{name}",
+                                 tags={**(tags or {}), "clinical.study": name}, tracking_uri=self.tracking_uri)
+        return replace(self, study_run_id=study, parent_run_id=None)
+
+    def log_study(self, folder: Path, *, table: pd.DataFrame) -> None:
+        """Send a study's table, figure and record (the files of ``folder``) to its run, with each arm's pooled
+        metrics as ``<arm>.<metric>``, and close the run."""
+        if self.study_run_id is None:
+            return
+        client = MlflowClient(self.tracking_uri)
+        for row in table.to_dict("records"):
+            arm = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row["arm"]))
+            for column, value in row.items():
+                if column.endswith(("_pooled", "_mean")) and isinstance(value, float) and math.isfinite(value):
+                    client.log_metric(self.study_run_id, f"{arm}.{column}", value)
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                client.log_artifact(self.study_run_id, str(path), artifact_path="study")
+        client.set_terminated(self.study_run_id, status="FINISHED")
 
     def parent_url(self) -> str | None:
         """Where a person opens the parent run (the UI page on a server, else its ``runs:/`` URI)."""

@@ -9,7 +9,8 @@ metrics with patient CIs) → ``fit_final_model`` (a refit on every development 
 ``site_finetune``, ``federate`` and ``track_federation``, ``compare_training``; ``report_model`` (the
 report of a registered version) and ``predict_to_pacs`` (a study's prediction back into the PACS);
 ``train_slide_mil`` (whole slides from weak labels: attention MIL against tile aggregation);
-``slice_cohort`` (a volume cohort and its split as those of their axial slices).
+``slice_cohort`` (a volume cohort and its split as those of their axial slices);
+``run_study`` (one of the six studies: its arms, a table shaped like the paper's, one figure).
 Tracking is the optional ``tracker`` argument
 (:class:`~clinical.tracking.MlflowTracker`); without it the same files are
 written and nothing is sent. The callers reach training, tracking and
@@ -71,6 +72,9 @@ _SOURCES = {
     "SlideMIL": "clinical.workflows.slides",
     "train_slide_mil": "clinical.workflows.slides",
     "site_finetune": "clinical.workflows.site",
+    "STUDIES": "clinical.workflows.studies",
+    "StudyResult": "clinical.workflows.studies",
+    "run_study": "clinical.workflows.studies",
 }
 
 if TYPE_CHECKING:
@@ -103,6 +107,7 @@ if TYPE_CHECKING:
     from clinical.workflows.site import SiteFinetune, site_finetune
     from clinical.workflows.slices import slice_cohort
     from clinical.workflows.slides import SlideMIL, train_slide_mil
+    from clinical.workflows.studies import STUDIES, StudyResult, run_study
 
 
 def __getattr__(name: str) -> Any:
@@ -120,6 +125,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CHAMPION",
     "FILE_COLUMN",
+    "STUDIES",
     "CrossValidation",
     "FinalModel",
     "FoldRun",
@@ -134,6 +140,7 @@ __all__ = [
     "ServingLimits",
     "SiteFinetune",
     "SlideMIL",
+    "StudyResult",
     "TrainConfig",
     "alias_version",
     "audit_cohort",
@@ -155,6 +162,7 @@ __all__ = [
     "read_grades",
     "register_model",
     "report_model",
+    "run_study",
     "screen_with_uncertainty",
     "serve_model",
     "site_finetune",

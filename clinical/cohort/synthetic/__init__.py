@@ -88,6 +88,7 @@ def generate_cohort(
     finding_strength: float = 1.0,
     tasks: tuple[str, ...] | list[str] | None = None,
     ct_signal: bool = True,
+    spec: SizeSpec | None = None,
 ) -> dict:
     """Write the synthetic cohort under ``out`` and return its summary (also written to ``summary.json``).
 
@@ -107,6 +108,8 @@ def generate_cohort(
         A subset of :data:`TASKS` to generate (default: all).
     ct_signal
         PET/CT task only: lesions also show on CT (so PET + CT can beat PET alone); False hides them there.
+    spec
+        Counts and matrix sizes to use instead of ``SIZES[size]`` (a study's own size; ``size`` still names it).
 
     Returns
     -------
@@ -134,7 +137,7 @@ def generate_cohort(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigurationError(f"{out} already exists and is not an empty folder; choose a new output folder.")
     out.mkdir(parents=True, exist_ok=True)
-    spec = SIZES[size]
+    spec = spec or SIZES[size]
     summary: dict = {
         "size": size, "seed": seed, "patient_effect": bool(patient_effect),
         "finding_strength": float(finding_strength), "ct_signal": bool(ct_signal), "tasks": {},

@@ -83,6 +83,8 @@ def pretrain(
     size: int | Sequence[int] | None = None,
     lr: float = 1e-3,
     temperature: float = 0.2,
+    min_crop: float = 0.4,
+    flip: bool = True,
     seed: int = 0,
     items: Sequence[str] | None = None,
     pretrained: WeightsSource | None = None,
@@ -110,6 +112,9 @@ def pretrain(
         Optimisation; a batch must hold at least two items.
     temperature
         NT-Xent temperature (SimCLR only).
+    min_crop, flip
+        The views' smallest crop (share of each side) and whether they are mirrored: leave flips off for
+        what is chiral, such as script (see :func:`~clinical.training.pretraining.contrastive_view`).
     size
         Spatial size the items are resized to: one value for every axis, one per axis, or
         ``clinical.data.DEFAULT_SIZES[kind]`` when ``None`` (see :func:`clinical.data.presets.spatial_size`).
@@ -156,7 +161,7 @@ def pretrain(
         manifest,
         cohort,
         classes=classes,
-        transform=Compose([*base.transforms, TwoViews(contrastive_view(size))]),
+        transform=Compose([*base.transforms, TwoViews(contrastive_view(size, min_crop=min_crop, flip=flip))]),
         cache_bytes=cache_bytes,
     )
     generator = torch.Generator().manual_seed(seed)
@@ -182,6 +187,7 @@ def pretrain(
     settings = {
         "method": method, "model": model, "kind": kind, "epochs": epochs, "batch_size": batch_size,
         "size": list(size), "lr": lr, "temperature": temperature, "seed": seed,
+        "min_crop": min_crop, "flip": flip,
         "pretrained": None if pretrained is None else str(pretrained), "amp": amp,
         "cohort_digest": cohort_digest(manifest),
     }
