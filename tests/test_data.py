@@ -89,6 +89,26 @@ def test_presets_give_the_target_size_and_only_train_is_random(kind, shape, size
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
 
 
+def test_ingest_intensity_keeps_the_cohort_scale_where_the_z_score_makes_two_uptakes_alike():
+    # two PET slices as ingest caches them (SUVbw / 20 × 65535): the same lesion shape at SUV 8 and at SUV 3
+    shape = np.zeros((1, 16, 16), np.float32)
+    shape[0, 6:10, 6:10] = 1.0
+    hot, faint = (np.float32(suv / 20 * 65535) * shape for suv in (8.0, 3.0))
+    z_score, fixed = preset("image", train=False, size=16), preset("image", train=False, size=16, intensity="ingest")
+    assert torch.allclose(z_score({"image": hot.copy()})["image"], z_score({"image": faint.copy()})["image"],
+                          atol=1e-5)
+    assert fixed({"image": hot.copy()})["image"].max().item() == pytest.approx(0.4, abs=1e-4)
+    assert fixed({"image": faint.copy()})["image"].max().item() == pytest.approx(0.15, abs=1e-4)
+    train = preset("image", train=True, size=16, intensity="ingest")
+    train.set_random_state(0)
+    draws = torch.stack([train({"image": hot.copy()})["image"].max() for _ in range(50)])
+    assert (draws - 0.4).abs().max() < 0.1  # the jitter is calibration-sized: SUV 8 never reads as SUV 3
+    with pytest.raises(ConfigurationError, match="intensity"):
+        preset("tile", train=False, size=16, intensity="ingest")
+    with pytest.raises(ConfigurationError, match="intensity"):
+        preset("image", train=False, size=16, intensity="raw")
+
+
 def test_cache_rereads_nothing_after_the_first_epoch(cohort, monkeypatch):
     root, manifest = cohort
     dataset = ManifestDataset(manifest, root, transform=preset("image", train=True, size=16), cache_bytes=1 << 20)

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import torch
 
 from clinical.cohort import read_manifest, read_rejections
-from clinical.cohort.synthetic.petct import generate_petct
+from clinical.cohort.synthetic.petct import SITES, _grids, _spots, generate_petct
 from clinical.cohort.synthetic.sizes import SIZES
 from clinical.data import ManifestDataset, independent_slices, slice_items
 from clinical.errors import ConfigurationError, ManifestError
@@ -77,6 +78,22 @@ def test_each_study_has_a_ct_and_a_coregistered_pet_of_its_own_grid(synth):
         assert ("positive" in slices) == (row.label == "positive")  # a patient is positive through their slices
 
 
+def test_nothing_but_the_lesion_tells_a_positive_slice(synth):
+    # half of each centre's patients are positive: the centre, visible on every slice, carries no label
+    truth = pd.read_csv(synth / "petct" / "ground_truth.csv")
+    counts = pd.crosstab(truth["site"], truth["label"])
+    assert (counts["positive"] == counts["negative"]).all()
+    # every CT slice is about as likely to cut a sphere wherever it lies along z (end slices 5 % less by
+    # design); before, spheres sat in the middle 80 % and a slice's place told its label
+    for site in SITES:
+        ct, _ = _grids((16, 32, 32), site, np.zeros(3))
+        centres, radii = _spots(np.random.default_rng(1), 20_000, ct, site)
+        z = ct.origin[2] + np.arange(16) * ct.spacing[0]
+        cut = (np.abs(z[:, None] - centres[None, :, 2]) < radii[None, :]).mean(axis=1)
+        assert cut[1:-1].max() / cut[1:-1].min() < 1.05 and cut[[0, -1]].min() > 0.9 * cut[1:-1].mean(), site
+        assert (np.abs(z[:, None] - centres[None, :, 2]) < radii[None, :]).any(axis=0).all()  # each cuts a slice
+
+
 def test_suv_from_the_synthetic_tags_matches_the_phantom(synth):
     truth = pd.read_csv(synth / "petct" / "ground_truth.csv")
     for row in truth.itertuples():
@@ -118,10 +135,12 @@ def test_patient_effect_and_ct_signal_switch(tmp_path):
     positive = on.index[on["label"] == "positive"][0]
     with_signal = ct(tmp_path / "on", on.files[positive])
     without = ct(tmp_path / "hidden", hidden.files[positive])
-    # same draws except the lesions' CT contrast (70 HU): they differ on the lesions' slices, and on their
-    # neighbours only through the soft edge; nowhere else
+    # same draws except the lesions' CT contrast (70 HU): they differ on the lesions' slices, near them only
+    # through the soft edge (half a pixel, ~10 mm here), and not at all beyond three edges from every lesion
     labels = np.array(json.loads(on.slice_labels[positive])) == "positive"
-    near = labels | np.convolve(labels, [1, 1, 1], mode="same").astype(bool)
+    z = json.loads(on.ct_origin[positive])[2] + np.arange(8) * json.loads(on.ct_spacing[positive])[0]
+    centres, radii = np.array(json.loads(on.lesion_centers_mm[positive])), json.loads(on.lesion_radii_mm[positive])
+    near = (np.abs(z[:, None] - centres[None, :, 2]) < np.array(radii)[None, :] + 32.0).any(axis=1)
     diff = np.abs(with_signal - without).max(axis=(1, 2))
     assert (diff[labels] > 30).all() and (diff[~near] == 0).all()
 
@@ -287,7 +306,22 @@ def test_cli_trains_on_slices_with_their_labels_a_channel_choice_and_the_centre(
     assert (best["config"]["in_channels"], best["config"]["centre"]) == (2, "embedding")
 
     pet = tmp_path / "pet"
-    assert main([*common, "--out", str(pet), "--in-channels", "1", "--channels", "PT"]) == 0
-    assert load_checkpoint(pet / "fold-0" / "checkpoints" / "best.pt")["sites"] == []
+    assert main([*common, "--out", str(pet), "--in-channels", "1", "--channels", "PT", "--intensity", "ingest"]) == 0
+    best = load_checkpoint(pet / "fold-0" / "checkpoints" / "best.pt")
+    assert best["sites"] == [] and best["config"]["intensity"] == "ingest"
+    # the served model scales as training did: the SUV scale, not a z-score
+    import mlflow
+
+    from clinical.data import preset
+    from clinical.tracking import save_classifier
+    from clinical.training import load_result
+
+    served = mlflow.pyfunc.load_model(str(save_classifier(load_result(pet / "fold-0"), tmp_path / "model")))
+    wrapper = served.unwrap_python_model()
+    assert wrapper.spec["intensity"] == "ingest"
+    array = np.load(cohort / manifest["path"].iloc[0])[:1, 3].astype(np.float32)
+    expected = preset("image", train=False, size=16, intensity="ingest")({"image": array.copy()})["image"]
+    assert torch.allclose(wrapper.transform({"image": array.copy()})["image"], expected)
+    assert expected.max() <= 1.0 and expected.min() >= 0.0
     assert main([*common, "--out", str(tmp_path / "v"), "--kind", "volume"]) == 2
     assert "--kind image" in capsys.readouterr().err

@@ -32,7 +32,8 @@ from clinical.tracking import save_classifier
 from clinical.training import TrainConfig, load_result
 from clinical.training.embeddings import embed_tiles
 from clinical.training.mil import fit_mil, mil_attention, pad_bags, predict_mil
-from clinical.workflows import train_fold
+from clinical.workflows import train_fold, train_slide_mil
+from clinical.workflows.slides import TILE_AGGREGATIONS
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +175,57 @@ def test_the_served_tile_model_answers_one_probability_per_whole_slide_file(slid
     request = pd.DataFrame({"file": [_b64(files[0].read_bytes())]})
     capped = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(request)
     assert capped["n_tiles"].iloc[0] == 5
+
+
+def _focal_fold_aurocs(root: Path, seed: int) -> dict[str, list[float]]:
+    """Slide-level test AUROC of every method on both folds of one focal-finding cohort (data and fit seed ``seed``)."""
+    spec = dataclasses.replace(SIZES["tiny"], slide_patients_per_site=8)
+    generate_slides(root / "raw", spec, seed=seed, patient_effect=False, finding_strength=1.0, finding_focus=0.1)
+    ingest(root / "raw" / "slides", root / "cohort", labels=root / "raw" / "slides" / "labels.csv",
+           key="k", workers=0, progress=False, tile_size=64, max_tiles_per_slide=None)
+    write_split(split_manifest(read_manifest(root / "cohort"), folds=2, seed=seed), root / "split.parquet")
+    scores: dict[str, list[float]] = {}
+    for fold in (0, 1):
+        result = train_slide_mil(root / "cohort", root / "split.parquet", out=root / f"out-{fold}", backbone=TINY,
+                                 image_size=64, fold=fold, n_boot=20, n_figures=0, seed=seed)
+        for row in result.table[result.table["metric"] == "auroc"].itertuples():
+            scores.setdefault(row.method, []).append(float(row.value))
+    return scores
+
+
+def test_attention_mil_beats_tile_aggregation_when_the_finding_is_a_small_focus(tmp_path):
+    """Few witnesses: the tumour texture on a tenth of one or two islands, a few per cent of ~27 tiles a slide.
+
+    Every tile of a positive slide is labelled positive, so the tile classifier learns from labels that are
+    wrong for most of them, and its top-k or max picks chance-high tiles on negative slides; attention MIL
+    is fitted on slide labels and learns which tiles to pool. Measured over three cohorts (seeds 0-2, two
+    folds each, 24 patients, ~60 slides, ~27 tiles of 64 px a slide): mean fold AUROC MIL 0.691 against
+    tiles-max 0.601, top-3 0.568, mean 0.531 (the best aggregation beaten by 0.090). Per fold MIL is ahead
+    in only 3 of 6 against max or top-3 (it loses both folds of seed 0 and fold 0 of seed 1), so the mean
+    over the six folds is asserted, with a margin below the measured one. With the finding over whole
+    islands (``finding_focus=1``) MIL, max and top-3 reach 0.98-1.0 and top-3 ties MIL.
+    """
+    folds: dict[str, list[float]] = {}
+    for seed in (0, 1, 2):
+        for method, values in _focal_fold_aurocs(tmp_path / f"cohort-{seed}", seed).items():
+            folds.setdefault(method, []).extend(values)
+    mean = {method: float(np.mean(values)) for method, values in folds.items()}
+    best = max(mean[f"tiles-{how}"] for how in TILE_AGGREGATIONS)
+    assert mean["mil"] - best >= 0.05, mean
+
+
+def test_the_mil_pipeline_task_returns_every_methods_slide_auroc_with_its_ci(slides, tmp_path):
+    """The task body of ``pipelines.slides``, run without a Prefect server (test_pipelines has one)."""
+    from prefect.logging import disable_run_logger
+
+    from pipelines.slides import mil_flow, mil_task
+
+    with disable_run_logger():
+        result = mil_task.fn(str(slides / "cohort"), str(slides / "split.parquet"), str(tmp_path / "fold-1"), fold=1,
+                             backbone=TINY, pretrained=None, image_size=64, steps=30, n_boot=50, seed=0,
+                             device="cpu", experiment=None)
+    assert result["fold"] == 1 and (tmp_path / "fold-1" / "metrics_with_ci.csv").is_file()
+    assert set(result["auroc"]) == {"mil", *(f"tiles-{how}" for how in TILE_AGGREGATIONS)}
+    assert all(s["low"] <= s["value"] <= s["high"] for s in result["auroc"].values())
+    assert set(result["retrieval"]) == {"1", "3", "5"} and result["run_id"] is None
+    assert mil_flow.fn.__name__ == "mil_flow"

@@ -87,6 +87,16 @@ def test_unknown_studies_sizes_and_cohorts_are_refused_with_the_reason(tmp_path)
         run_study("bpd", tmp_path, size="huge")
     with pytest.raises(ConfigurationError, match="not an ingested cohort"):
         run_study("bpd", tmp_path / "out", cohort=tmp_path)
+    with pytest.raises(ConfigurationError, match=r"no option ct_signal; its options: \['model', 'corpus'"):
+        run_study("bpd", tmp_path / "out", ct_signal=False)
+
+
+def test_the_cli_hands_a_studys_own_options_through_as_json_values(tmp_path, capsys):
+    assert main(["study", "kimianet", "--out", str(tmp_path), "--option", "finding-focus=0.1", "--option",
+                 "nope=true"]) == 2
+    assert "no option nope; its options: ['finding_strength', 'finding_focus']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["study", "kimianet", "--out", str(tmp_path), "--option", "finding_focus"])
 
 
 def test_the_registry_the_cli_and_prefect_yaml_name_the_same_six_studies():

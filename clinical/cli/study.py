@@ -9,6 +9,7 @@ with each arm's cross-validation nested under it.
 from __future__ import annotations
 
 import argparse
+import json
 
 __all__ = ["add_parser", "run"]
 
@@ -27,7 +28,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cohort", help="an ingested cohort to run on instead of the synthetic analogue")
     parser.add_argument("--seed", type=int, default=0, help="seeds the synthetic cohort, the split and training")
     parser.add_argument("--experiment", help="MLflow experiment: one study run, every arm nested under it")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=_option,
+                        help="a study's own setting, repeatable (values read as JSON: true, 0.1, \"PT\"), e.g. "
+                             "petct --option ct_signal=false, kimianet --option finding_focus=0.1")
     parser.set_defaults(func=run)
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``key=value`` → (``key``, the value as JSON, else the text as it is)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical.workflows import MlflowTracker, run_study
 
     result = run_study(args.name, args.out, size=args.size, cohort=args.cohort, seed=args.seed,
-                       tracker=MlflowTracker(args.experiment) if args.experiment else None)
+                       tracker=MlflowTracker(args.experiment) if args.experiment else None, **dict(args.option))
     print(result.markdown)
     print(f"Table, figure and record in {result.out}" + (f"; MLflow run {result.run_id}" if result.run_id else ""))
     return 0

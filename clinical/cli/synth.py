@@ -31,6 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-ct-signal", action="store_true", help="PET/CT task: lesions show on PET only, not on CT"
     )
+    parser.add_argument(
+        "--finding-focus", type=float, default=1.0,
+        help="slides task: share of a tumour island its texture covers, in (0, 1] (0.1: one small focus)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generate_cohort(
         args.out, size=args.size, seed=args.seed, patient_effect=not args.no_patient_effect,
         finding_strength=args.finding_strength, tasks=args.tasks, ct_signal=not args.no_ct_signal,
+        finding_focus=args.finding_focus,
     )
     print(format_summary(summary))
     print(f"\nWrote {args.out} (labels.csv and ground_truth.csv in each task folder, summary.json at the top).")

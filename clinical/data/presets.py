@@ -1,7 +1,8 @@
 """MONAI dictionary-transform presets, one per item kind, for training and evaluation.
 
 Every preset starts with the same deterministic part (to float32 tensor,
-resize to the target size, per-image channel-wise z-score), which the dataset
+resize to the target size, then the intensity: by default a per-image channel-wise
+z-score; with ``intensity="ingest"`` the cohort's own fixed scale), which the dataset
 caches; training presets add random augmentation chosen for what is
 anatomically or physically sensible for the kind:
 
@@ -34,17 +35,25 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     Resized,
+    ScaleIntensityRanged,
     ToDeviced,
 )
 
 from clinical.cohort.manifest import ITEM_KINDS
 from clinical.data.stain import RandHEDJitterd
 from clinical.errors import ConfigurationError
+from clinical.ingest.intensity import CACHE_MAX
 
-__all__ = ["DEFAULT_SIZES", "STAIN_AUGMENTATIONS", "preset", "spatial_dims_of", "spatial_size"]
+__all__ = ["DEFAULT_SIZES", "INTENSITIES", "STAIN_AUGMENTATIONS", "preset", "spatial_dims_of", "spatial_size"]
 
 #: Stain augmentations a ``tile`` preset can add (``None``: the RGB intensity jitter only).
 STAIN_AUGMENTATIONS = ("hed",)
+
+#: How a preset sets intensities. ``per-image`` z-scores each item and channel on its own: contrast is
+#: kept, the absolute scale is not. ``ingest`` keeps the scale ingest wrote (the uint16 cache back to
+#: [0, 1]: a CT window's HU, PET as SUVbw / 20), the same in every item, so a value means the same
+#: uptake or density everywhere, as quantitative PET needs; for images and volumes, whose cache it is.
+INTENSITIES = ("per-image", "ingest")
 
 KEY = "image"
 
@@ -90,7 +99,7 @@ def spatial_size(kind: str, size: int | Sequence[int] | None = None) -> tuple[in
 
 def preset(
     kind: str, *, train: bool, size: int | Sequence[int] | None = None, device: torch.device | str | None = None,
-    stain: str | None = None,
+    stain: str | None = None, intensity: str = "per-image",
 ) -> Compose:
     """The transform chain for one item kind.
 
@@ -107,29 +116,35 @@ def preset(
         holds device tensors and the augmentation runs on the device (MONAI's ``ToDeviced``).
     stain
         ``"hed"``: H&E stain jitter while training (``tile`` only; see the module docstring).
+    intensity
+        One of :data:`INTENSITIES`.
 
     Raises
     ------
     ConfigurationError
-        For an unknown kind or stain, a stain for another kind than ``tile``, or a size of the wrong
-        length or sign.
+        For an unknown kind, stain or intensity, a stain for another kind than ``tile``, ``ingest``
+        intensities for tiles or photos, or a size of the wrong length or sign.
     """
     dims = spatial_dims_of(kind)
     size = spatial_size(kind, size)
     if stain is not None and (stain not in STAIN_AUGMENTATIONS or kind != "tile"):
         raise ConfigurationError(f"stain augmentation must be one of {list(STAIN_AUGMENTATIONS)} and is for "
                                  f"'tile' items only; got stain={stain!r} for kind {kind!r}.")
+    if intensity not in INTENSITIES or (intensity == "ingest" and kind not in ("image", "volume")):
+        raise ConfigurationError(f"intensity must be one of {list(INTENSITIES)}, and 'ingest' is for images and "
+                                 f"volumes (their uint16 cache); got intensity={intensity!r} for kind {kind!r}.")
     steps = [
         EnsureTyped(keys=KEY, data_type="tensor", dtype=torch.float32),
         Resized(keys=KEY, spatial_size=size, mode="area" if dims == 2 else "trilinear"),
         *([RandHEDJitterd(keys=KEY, prob=0.8)] if train and stain == "hed" else []),
-        NormalizeIntensityd(keys=KEY, channel_wise=True),
+        (NormalizeIntensityd(keys=KEY, channel_wise=True) if intensity == "per-image" else
+         ScaleIntensityRanged(keys=KEY, a_min=0.0, a_max=CACHE_MAX, b_min=0.0, b_max=1.0)),
         _plain_tensor(),
     ]
     if device is not None:
         steps.append(ToDeviced(keys=KEY, device=device))
     if train:
-        steps += [*_augmentation(kind, size), _plain_tensor()]
+        steps += [*_augmentation(kind, size, intensity), _plain_tensor()]
     return Compose(steps)
 
 
@@ -138,16 +153,18 @@ def _plain_tensor() -> EnsureTyped:
     return EnsureTyped(keys=KEY, data_type="tensor", dtype=torch.float32, track_meta=False)
 
 
-def _augmentation(kind: str, size: tuple[int, ...]) -> list:
+def _augmentation(kind: str, size: tuple[int, ...], intensity: str) -> list:
     degrees = math.radians
     shift = tuple(0.05 * s for s in size)  # up to 5 % of the side, in pixels
-    noise = RandGaussianNoised(keys=KEY, prob=0.3, std=0.05)
+    # on the fixed [0, 1] scale, additive jitter a tenth of the z-score's (0.2 SUV, 4 HU): calibration, not lesions
+    additive = 0.1 if intensity == "per-image" else 0.01
+    noise = RandGaussianNoised(keys=KEY, prob=0.3, std=additive / 2)
     if kind == "image":
         return [
             RandAffined(keys=KEY, prob=0.7, rotate_range=degrees(10), scale_range=0.1, translate_range=shift,
                         padding_mode="zeros"),
             RandScaleIntensityd(keys=KEY, factors=0.1, prob=0.5),
-            RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+            RandShiftIntensityd(keys=KEY, offsets=additive, prob=0.5),
             noise,
         ]
     if kind == "volume":
@@ -156,7 +173,7 @@ def _augmentation(kind: str, size: tuple[int, ...]) -> list:
                         translate_range=shift, padding_mode="zeros"),
             RandFlipd(keys=KEY, prob=0.5, spatial_axis=2),
             RandScaleIntensityd(keys=KEY, factors=0.1, prob=0.5),
-            RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+            RandShiftIntensityd(keys=KEY, offsets=additive, prob=0.5),
             noise,
         ]
     if kind == "tile":
@@ -165,14 +182,14 @@ def _augmentation(kind: str, size: tuple[int, ...]) -> list:
             RandFlipd(keys=KEY, prob=0.5, spatial_axis=1),
             RandRotate90d(keys=KEY, prob=0.5, max_k=3),
             RandScaleIntensityd(keys=KEY, factors=0.15, prob=0.7, channel_wise=True),
-            RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+            RandShiftIntensityd(keys=KEY, offsets=additive, prob=0.5),
             noise,
         ]
     return [  # photo
         RandAffined(keys=KEY, prob=0.7, rotate_range=degrees(5), scale_range=0.1, translate_range=shift,
                     padding_mode="border"),
         RandScaleIntensityd(keys=KEY, factors=0.15, prob=0.7, channel_wise=True),
-        RandShiftIntensityd(keys=KEY, offsets=0.1, prob=0.5),
+        RandShiftIntensityd(keys=KEY, offsets=additive, prob=0.5),
         noise,
     ]
 

@@ -143,7 +143,8 @@ def train_round(
         raise ConfigurationError(f"The site has no labelled {config.kind!r} items in the train part of fold {fold}.")
     device = resolve_device(config.device)
     dataset = ManifestDataset(manifest, cohort_dir, items=items, classes=list(classes),
-                              transform=preset(config.kind, train=True, size=config.image_size),
+                              transform=preset(config.kind, train=True, size=config.image_size,
+                                               intensity=config.intensity),
                               cache_bytes=config.cache_bytes)
     loader = make_loader(dataset, batch_size=config.batch_size, train=True, seed=config.seed,
                          balanced=config.class_balance == "sampler", num_workers=config.num_workers)
@@ -197,7 +198,8 @@ def evaluate_site(
     if not items:
         raise ConfigurationError(f"The site has no labelled {config.kind!r} items in the {role} part of fold {fold}.")
     dataset = ManifestDataset(manifest, cohort_dir, items=items, classes=list(classes),
-                              transform=preset(config.kind, train=False, size=config.image_size))
+                              transform=preset(config.kind, train=False, size=config.image_size,
+                                               intensity=config.intensity))
     frame = predict(net, dataset, batch_size=max(config.batch_size, 32))
     metrics: dict[str, float] = {"n_items": float(len(items))}
     if frame["label"].nunique() >= 2:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PERCENTILES", "percentile_scale", "unit_interval_to_uint16"]
+__all__ = ["CACHE_MAX", "PERCENTILES", "percentile_scale", "unit_interval_to_uint16"]
 
 #: Lower and upper percentiles mapped to 0 and 1.
 PERCENTILES = (0.5, 99.5)
+#: The cached value of 1.0: images and volumes are stored as uint16 over [0, 1].
+CACHE_MAX = 65535.0
 
 
 def percentile_scale(arr: np.ndarray) -> np.ndarray:
@@ -35,5 +37,5 @@ def percentile_scale(arr: np.ndarray) -> np.ndarray:
 
 
 def unit_interval_to_uint16(values: np.ndarray) -> np.ndarray:
-    """[0, 1] float → uint16 (× 65535), the cache dtype of images and volumes."""
-    return np.round(np.clip(values, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    """[0, 1] float → uint16 (× :data:`CACHE_MAX`), the cache dtype of images and volumes."""
+    return np.round(np.clip(values, 0.0, 1.0) * CACHE_MAX).astype(np.uint16)

@@ -184,6 +184,7 @@ def classifier_spec(
         "spatial_dims": config.spatial_dims,
         "in_channels": config.in_channels,
         "image_size": list(config.image_size),
+        "intensity": config.intensity,
         "classes": list(result.classes),
         "ingest_options": dict(ingest_options or {}),
         "serving": dataclasses.asdict(limits or ServingLimits()),
@@ -267,10 +268,11 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
             torch.set_num_threads(self.limits.threads)
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.model = build_classifier(self.spec, state)
-        self.transform = preset(self.spec["kind"], train=False, size=tuple(self.spec["image_size"]))
+        size, intensity = tuple(self.spec["image_size"]), self.spec.get("intensity", "per-image")
+        self.transform = preset(self.spec["kind"], train=False, size=size, intensity=intensity)
         self.passes = int(self.spec.get("tta_passes", 0))
-        self.augment = split_deterministic(preset(self.spec["kind"], train=True,
-                                                  size=tuple(self.spec["image_size"])))[1] if self.passes else None
+        self.augment = split_deterministic(preset(self.spec["kind"], train=True, size=size,
+                                                  intensity=intensity))[1] if self.passes else None
         # One forward pass at a time, over all of torch's threads: concurrent passes would only share the
         # same cores and multiply the activations held in memory.
         self._forward_lock = threading.Lock()

@@ -40,5 +40,6 @@ def predict_registered(
     items = fold_items(split, fold)[role]
     labelled = set(manifest.loc[manifest["label"].notna() & (manifest["kind"] == spec["kind"]), "item_id"])
     dataset = ManifestDataset(manifest, cohort_dir, items=[i for i in items if i in labelled], classes=spec["classes"],
-                              transform=preset(spec["kind"], train=False, size=tuple(spec["image_size"])))
+                              transform=preset(spec["kind"], train=False, size=tuple(spec["image_size"]),
+                                               intensity=spec.get("intensity", "per-image")))
     return predict(model, dataset)

@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
         "the pooled features before the head (the training sites are saved with the model; a site it never saw gets "
         "a learned 'unknown' embedding); 'agnostic' ignores the site"
     )
+    intensity: Literal["per-image", "ingest"] = Field(
+        "per-image", description="'per-image' z-scores each item and channel on its own (contrast kept, scale lost); "
+        "'ingest' keeps the cohort's fixed scale (the CT window, PET as SUVbw / 20), so a value means the same "
+        "density or uptake in every item, as quantitative PET needs (images and volumes)"
+    )
     pretrained: str | None = Field(None, description="path or URI of pretrained weights; None trains from scratch")
     image_size: tuple[int, ...] = Field(
         (224, 224), description="target size in pixels (D, H, W voxels for volumes); one value means every axis"
@@ -157,6 +162,8 @@ class TrainConfig(BaseModel):
             raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
         if self.stain_augmentation is not None and self.kind != "tile":
             raise ValueError(f"stain_augmentation is for H&E tiles (kind='tile'); got kind={self.kind!r}")
+        if self.intensity == "ingest" and self.kind not in ("image", "volume"):
+            raise ValueError(f"intensity='ingest' is for images and volumes; got kind={self.kind!r}")
         return self
 
     @classmethod

@@ -176,7 +176,7 @@ def _datasets(
         return ManifestDataset(manifest, cohort_dir, items=parts[role], classes=classes,
                                transform=preset(config.kind, train=train, size=config.image_size,
                                                 device=device if config.cache_on_device else None,
-                                                stain=config.stain_augmentation),
+                                                stain=config.stain_augmentation, intensity=config.intensity),
                                cache_bytes=config.cache_bytes, channels=config.channels)
 
     return {"train": dataset("train", True), "val": dataset("val", False) if parts["val"] else None,

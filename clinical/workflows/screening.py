@@ -113,7 +113,8 @@ def _fold_predictions(result: FitResult, manifest: pd.DataFrame, cohort_dir: str
             raise ConfigurationError(f"Fold {result.fold} has no labelled {role} photographs; screening calibrates "
                                      "on the validation part and reports on the test part.")
         dataset = ManifestDataset(manifest, cohort_dir, items=items, classes=result.classes, channels=config.channels,
-                                  transform=preset(config.kind, train=True, size=config.image_size))
+                                  transform=preset(config.kind, train=True, size=config.image_size,
+                                                   intensity=config.intensity))
         frames[role] = predict_tta(model, dataset, passes=passes, seed=config.seed, device=device or config.device)
     return frames
 

@@ -88,6 +88,7 @@ def generate_cohort(
     finding_strength: float = 1.0,
     tasks: tuple[str, ...] | list[str] | None = None,
     ct_signal: bool = True,
+    finding_focus: float = 1.0,
     spec: SizeSpec | None = None,
 ) -> dict:
     """Write the synthetic cohort under ``out`` and return its summary (also written to ``summary.json``).
@@ -108,6 +109,10 @@ def generate_cohort(
         A subset of :data:`TASKS` to generate (default: all).
     ct_signal
         PET/CT task only: lesions also show on CT (so PET + CT can beat PET alone); False hides them there.
+    finding_focus
+        Slides task only: the share of a tumour island its texture covers, in (0, 1] (1 default: the whole
+        island; 0.1: one small focus, a few per cent of a slide's tiles, where attention MIL beats tile
+        aggregation).
     spec
         Counts and matrix sizes to use instead of ``SIZES[size]`` (a study's own size; ``size`` still names it).
 
@@ -140,7 +145,8 @@ def generate_cohort(
     spec = spec or SIZES[size]
     summary: dict = {
         "size": size, "seed": seed, "patient_effect": bool(patient_effect),
-        "finding_strength": float(finding_strength), "ct_signal": bool(ct_signal), "tasks": {},
+        "finding_strength": float(finding_strength), "ct_signal": bool(ct_signal),
+        "finding_focus": float(finding_focus), "tasks": {},
     }
     for task in TASKS:
         if task not in chosen:
@@ -148,6 +154,7 @@ def generate_cohort(
         rows = _GENERATORS[task](
             out, spec, seed=seed, patient_effect=bool(patient_effect), finding_strength=float(finding_strength),
             **({"ct_signal": bool(ct_signal)} if task == "petct" else {}),
+            **({"finding_focus": float(finding_focus)} if task == "slides" else {}),
         )
         summary["tasks"][task] = {
             "items": len(rows),

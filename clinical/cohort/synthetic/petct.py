@@ -11,7 +11,9 @@ Half Life (0018,1075) in s (F-18). The activity is ``SUV × dose × 2^(−Δt / 
 SUVbw computed from the tags gives back the phantom's SUV exactly up to quantisation.
 
 Labels: a patient is ``positive`` when they have lymphoma-like lesions (1–3 spheres of high uptake),
-``negative`` otherwise; a CT slice is ``positive`` when it intersects a lesion. Every patient also has
+``negative`` otherwise, half of each centre's patients; a CT slice is ``positive`` when it intersects a
+lesion. Every CT slice is equally likely to cut a lesion wherever it lies along z, so nothing but the
+lesion tells a positive slice. Every patient also has
 1–2 *physiological* hot spots (bowel-like uptake) that look like lesions on PET alone but have nothing
 on CT. With ``ct_signal`` (the default) lesions are also enlarged, denser nodes on CT, so CT tells a
 lesion from a hot spot and PET + CT beats PET only; without it lesions are invisible on CT.
@@ -157,15 +159,22 @@ def _signature(seed: int, patient: int, slices: int, half_fov: float, per_slice:
 
 
 def _spots(rng: np.random.Generator, count: int, ct: _Grid, site: PetctSite) -> tuple[np.ndarray, np.ndarray]:
-    """Centres (mm, x y z) and radii (mm) of ``count`` spheres inside the body, in the middle 80 % of the CT's z."""
+    """Centres (mm, x y z) and radii (mm) of ``count`` spheres inside the body that each cut at least one CT slice.
+
+    A centre's z is uniform over the slice range widened by 0.9 of the radius, not the middle of the volume:
+    every CT slice is then about equally likely to cut a sphere (the end slices 5 % less), so a slice's
+    place along z says nothing about its label, and hot spots and lesions share no z-range that lesions
+    alone would fill. The 0.9 keeps an end slice's cut through a sphere wide enough to see.
+    """
     half_fov = site.field_of_view_mm / 2
     centre = ct.centre()
-    span = (ct.shape[0] - 1) * ct.spacing[0] * 0.4
     radii = rng.uniform(0.025, 0.04, size=count) * site.field_of_view_mm
+    first = ct.origin[2]
+    last = first + (ct.shape[0] - 1) * ct.spacing[0]
     centres = np.column_stack([
         centre[0] + rng.uniform(-0.3, 0.3, size=count) * half_fov,
         centre[1] + rng.uniform(-0.25, 0.25, size=count) * half_fov,
-        centre[2] + rng.uniform(-1, 1, size=count) * span,
+        rng.uniform(first - 0.9 * radii, last + 0.9 * radii),
     ])
     return np.round(centres, 2), np.round(radii, 2)
 
@@ -276,7 +285,9 @@ def generate_petct(
     labels: list[dict] = []
     slice_rows: list[dict] = []
     n = spec.petct_patients_per_site
-    all_labels = balanced_labels(rng_for(seed, TASK, "labels"), n * len(SITES), CLASSES)
+    # balanced within each centre: a centre is seen in every slice, so an unbalanced one would carry the label
+    all_labels = [label for site in SITES for label in balanced_labels(rng_for(seed, TASK, "labels", site.name), n,
+                                                                        CLASSES)]
     jobs = [(s, site, i) for s, site in enumerate(SITES) for i in range(n)]
     for s, site, i in tqdm(jobs, desc="petct", unit="patient", disable=None, leave=False):
         p = s * n + i

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from clinical.cohort.synthetic.records import balanced_labels, opaque_name, rng_for, write_task_tables
 from clinical.cohort.synthetic.sizes import SizeSpec
 from clinical.cohort.synthetic.textures import smooth_noise, streak_noise
+from clinical.errors import ConfigurationError
 
 __all__ = ["CLASSES", "SITES", "SlideSite", "generate_slides"]
 
@@ -119,11 +120,31 @@ def _nuclei(rng: np.random.Generator, size: tuple[int, int], density: float, rad
     return np.clip(blobs * 1.6, 0, 1)
 
 
+def _focus(rng: np.random.Generator, mask: np.ndarray, focus: float) -> np.ndarray:
+    """A soft disc of about ``focus`` × the island's area, centred on one of its tissue pixels.
+
+    Confines the tumour texture to a focus so that it covers a small share of a slide's tiles (few
+    witnesses among many weakly labelled tiles: the multiple-instance regime).
+    """
+    ys, xs = np.nonzero(mask)
+    centre = int(rng.integers(len(ys)))
+    radius = max(np.sqrt(focus * len(ys) / np.pi), 1.0)
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]].astype(np.float32)
+    inside = (np.hypot(yy - ys[centre], xx - xs[centre]) <= radius).astype(np.float32)
+    return ndimage.gaussian_filter(inside, 3.0)
+
+
 def _render(
     size: tuple[int, int], islands: list[_Island], tumour: list[int], site: SlideSite,
-    signature: np.random.Generator, rng: np.random.Generator, strength: float,
+    signature: np.random.Generator, rng: np.random.Generator, strength: float, focus: float = 1.0,
+    boxes: dict[int, list[int]] | None = None,
 ) -> np.ndarray:
-    """RGB uint8 level-0 image; only the islands' boxes are computed, the glass is a flat colour with grain."""
+    """RGB uint8 level-0 image; only the islands' boxes are computed, the glass is a flat colour with grain.
+
+    With ``focus < 1`` the tumour texture of an island is one focus, whose ``[x, y, w, h]`` goes into ``boxes``
+    by island index.
+    """
+    boxes = {} if boxes is None else boxes
     glass = 255.0 * np.exp(-site.background_od)
     image = np.full((*size, 3), glass, dtype=np.float32)
     image += 1.5 * rng.standard_normal((*size, 1), dtype=np.float32)
@@ -141,7 +162,14 @@ def _render(
             s = min(strength, 2.0)
             cluster = np.clip(0.5 + 0.5 * smooth_noise(rng, local, 18.0), 0, 1)
             dense = _nuclei(rng, local, 0.0025 * (1 + 2.5 * s), 2.2 * (1 + 0.4 * s)) * (0.55 + 0.35 * s)
-            weight = ndimage.gaussian_filter(island.mask.astype(np.float32), 4.0) * cluster
+            weight = ndimage.gaussian_filter(island.mask.astype(np.float32), 4.0)
+            if focus < 1:  # one focus instead of clusters over the whole island
+                weight = weight * _focus(rng, island.mask, focus)
+                ys, xs = np.nonzero(weight > 0.1)
+                boxes[index] = [island.x + int(xs.min()), island.y + int(ys.min()),
+                                int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1]
+            else:
+                weight = weight * cluster
             haem = haem * (1 - weight) + dense * weight
         haem = haem * tissue * site.haematoxylin * shade[0]
         od = site.background_od + haem[..., None] * _HAEMATOXYLIN + eosin[..., None] * _EOSIN
@@ -169,9 +197,24 @@ def _write_pyramid(path: Path, image: np.ndarray, site: SlideSite) -> list[list[
 
 
 def generate_slides(
-    out: Path, spec: SizeSpec, *, seed: int, patient_effect: bool, finding_strength: float
+    out: Path, spec: SizeSpec, *, seed: int, patient_effect: bool, finding_strength: float,
+    finding_focus: float = 1.0,
 ) -> list[dict]:
-    """Write ``out/slides/`` and its tables; return the ground-truth rows (one per slide)."""
+    """Write ``out/slides/`` and its tables; return the ground-truth rows (one per slide).
+
+    ``finding_focus`` (in (0, 1]) is the share of a tumour island the texture covers: 1 (default) spreads
+    it in clusters over the whole island (a finding on 20–40 % of a positive slide's tissue tiles);
+    0.1 keeps it to one focus of a tenth of the island, a few per cent of the tiles (few witnesses
+    among many weakly labelled tiles, where attention MIL is expected to beat tile aggregation). The
+    default draws nothing extra, so its files are byte-identical to those before the parameter.
+
+    Raises
+    ------
+    ConfigurationError
+        ``finding_focus`` outside (0, 1].
+    """
+    if not isinstance(finding_focus, (int, float)) or not 0 < finding_focus <= 1:
+        raise ConfigurationError(f"finding_focus must be in (0, 1]; got {finding_focus!r}.")
     task_dir = out / TASK
     rows_out: list[dict] = []
     labels: list[dict] = []
@@ -192,10 +235,11 @@ def generate_slides(
                 count = 1 if len(islands) <= 3 else int(rng.integers(1, 3))
                 tumour = sorted(rng.choice(len(islands), size=count, replace=False).tolist())
             signature = rng_for(seed, TASK, "signature", *((p,) if patient_effect else (p, k)))
-            image = _render(size, islands, tumour, site, signature, rng, finding_strength)
+            foci: dict[int, list[int]] = {}
+            image = _render(size, islands, tumour, site, signature, rng, finding_strength, finding_focus, foci)
             rel = f"{site.name}/{patient_dir}/{opaque_name(seed, TASK, 'file', p, k)}.tiff"
             dims = _write_pyramid(task_dir / rel, image, site)
-            boxes = [islands[index].box() for index in tumour]
+            boxes = [foci.get(index) or islands[index].box() for index in tumour]
             tissue_fraction = sum(int(island.mask.sum()) for island in islands) / (size[0] * size[1])
             rows_out.append({
                 "task": TASK, "file": rel, "files": [rel], "patient_id": patient_dir, "site": site.name,

@@ -10,6 +10,7 @@ and, with a tracker, one MLflow run holding every arm's runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,18 @@ def run_study(
     tracker
         With a tracker, the study opens one MLflow run and every arm nests under it.
     options
-        Study-specific settings (see each study's ``run``).
+        Study-specific settings (see each study's ``run``); an unknown one raises ``ConfigurationError``.
     """
     if name not in STUDIES:
         raise ConfigurationError(f"unknown study {name!r}; choose one of {sorted(STUDIES)}.")
     if size not in STUDY_SIZES:
         raise ConfigurationError(f"size must be one of {list(STUDY_SIZES)}; got {size!r}.")
     module = importlib.import_module(STUDIES[name])
+    allowed = [p for p in inspect.signature(module.run).parameters if p not in ("out", "size", "cohort", "seed",
+                                                                                "tracker")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigurationError(f"study {name!r} has no option {', '.join(unknown)}; its options: {allowed}.")
     if tracker is not None:
         tracker = tracker.open_study(name, tags={"clinical.study_size": size})
     return module.run(Path(out), size=size, cohort=cohort, seed=seed, tracker=tracker, **options)

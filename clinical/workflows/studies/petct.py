@@ -34,10 +34,10 @@ finds label-free patient traits (body outline, background uptake, which slices t
 lesions) that happen to go with the labels; the control measures that floor, so an arm is only learning
 lesions where it beats the control. The study reports what it finds under ``findings``.
 
-Every arm reads its slices through the ``image`` preset (:mod:`clinical.data.presets`), which z-scores
-each slice and channel on its own: that keeps the CT window's contrast but throws away the PET channel's
-SUV scale, the quantitative uptake a PET reader relies on (a slice's hottest spot looks alike after it
-whether it is SUV 7 or SUV 3). The platform has no recipe option to keep ingested intensities yet.
+Every arm reads its slices with ``intensity="ingest"`` (:mod:`clinical.data.presets`): the CT window and
+SUVbw / 20 as ingest wrote them, the same scale in every slice. The default per-image z-score would keep
+the CT window's contrast but throw away the SUV scale, the quantitative uptake a PET reader relies on (a
+slice's hottest spot would look alike whether it is SUV 7 or SUV 3).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
     truth = _truth(read_manifest(slices), read_manifest(cohort_dir))
     recipe = TrainConfig.build(model="resnet18", kind="image", in_channels=2, channels=("PT", "CT"),
                                schedule="full", lr=1e-3, warmup_epochs=1.0, class_balance="weighted-loss",
-                               monitor_level="item", early_stopping_patience=None, seed=seed,
+                               monitor_level="item", early_stopping_patience=None, intensity="ingest", seed=seed,
                                **settings["recipe"])
     arms = {
         REFERENCE: (recipe, slices, slice_split, truth),
