@@ -176,8 +176,9 @@ def test_the_served_photograph_model_answers_uncertainty_and_quality_beside_the_
     files = [truth.loc[truth["quality_issue"] == issue, "file"].iloc[0] for issue in ("none", "blur")]
     request = pd.DataFrame({"file": [base64.b64encode((task / f).read_bytes()).decode() for f in files]})
     answer = model.predict(request)
-    assert list(answer.columns) == [*BINARY, "uncertainty", "quality_score"]
+    assert list(answer.columns) == [*BINARY, "uncertainty", "entropy", "quality_score"]
     assert np.allclose(answer[BINARY].sum(axis=1), 1.0) and (answer["uncertainty"] > 0).all()
+    assert answer["entropy"].between(0, 1).all() and (answer["entropy"] > 0).all()
     assert answer["quality_score"].iloc[0] > 0.5 > answer["quality_score"].iloc[1]  # the good one, the blurred one
     assert model.predict(request).equals(answer)  # seeded augmentation: the same request, the same answer
 

@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--coverage", type=float, default=0.8,
                         help="share of photographs the model decides at the operating point (the rest are referred)")
     parser.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (0.1: 90%% sets)")
-    parser.add_argument("--measure", choices=("uncertainty", "entropy"), default="uncertainty",
-                        help="what decides referral: the spread over passes, or the entropy of their mean")
+    parser.add_argument("--measure", choices=("uncertainty", "entropy"), default="entropy",
+                        help="what decides referral: the entropy of the passes' mean (default: it rises where blur "
+                             "or exposure hides the finding), or their spread (sensitivity to the augmentation)")
     parser.add_argument("--n-boot", type=int, default=1000, help="patient-bootstrap resamples")
     parser.add_argument("--experiment", help="log the files and plots to the cross-validation's MLflow parent run "
                                              "(or a new run in this experiment when it was not tracked)")

@@ -27,8 +27,9 @@ pixel is read), at most ``max_tiles`` of them, and their probabilities are combi
 the recipe's ``aggregate`` (:func:`clinical.evaluation.predictions.aggregate`, as slide-level evaluation
 combines them); ``n_tiles`` says how many tiles answered (1 for a single tile sent as ``.npy``).
 
-A photograph model also answers ``uncertainty`` (the spread of ``tta_passes`` test-time-augmented passes,
-as :func:`clinical.training.tta.predict_tta` measures it in evaluation) and ``quality_score`` (the
+A photograph model also answers ``uncertainty`` and ``entropy`` (the spread of ``tta_passes``
+test-time-augmented passes and the entropy of their mean, as :func:`clinical.training.tta.predict_tta`
+measures them in evaluation; the entropy is the one that rises on poor photographs) and ``quality_score`` (the
 ingest measure, :func:`clinical.ingest.photos.image_quality`; NaN for a ``.npy`` of floats), so that a
 screening service can refer what the model cannot read.
 
@@ -305,11 +306,12 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
         return out
 
     def _uncertainty(self, batch: torch.Tensor) -> np.ndarray:
-        """The spread of the probabilities over augmented copies of ``batch`` (seeded: same request, same answer)."""
+        """Spread and entropy (two columns) over augmented copies of ``batch`` (seeded: same request, same answer)."""
         self.augment.set_random_state(0)
         passes = [torch.softmax(self.model(torch.stack([self.augment({"image": x})["image"] for x in batch])), dim=1)
                   for _ in range(self.passes)]
-        return summarize_passes(torch.stack(passes).numpy().astype(np.float64))[1]
+        _, spread, entropy = summarize_passes(torch.stack(passes).numpy().astype(np.float64))
+        return np.column_stack([spread, entropy])
 
     def validate(self, model_input: object) -> list[str]:
         """The request-level checks, before any decode: the table, its column, the row count, the string sizes.
@@ -442,7 +444,7 @@ def _extra_outputs(spec: dict[str, Any]) -> list[str]:
     """The columns a model answers beside its class probabilities (photograph models: uncertainty and quality)."""
     if spec["kind"] == "tile":
         return ["n_tiles"]
-    return ["uncertainty", "quality_score"] if spec.get("tta_passes") else []
+    return ["uncertainty", "entropy", "quality_score"] if spec.get("tta_passes") else []
 
 
 def _check_deadline() -> None:

@@ -129,7 +129,7 @@ def screen_with_uncertainty(
     passes: int = 8,
     coverage: float = 0.8,
     alpha: float = 0.1,
-    measure: Measure = "uncertainty",
+    measure: Measure = "entropy",
     n_boot: int = 1000,
     device: str | None = None,
     tracker: MlflowTracker | None = None,
@@ -147,7 +147,9 @@ def screen_with_uncertainty(
     alpha
         Conformal miscoverage: sets hold the true class ``1 − alpha`` of the time.
     measure
-        ``uncertainty`` (the spread over ``passes`` augmented passes) or ``entropy`` (of their mean).
+        ``entropy`` (of the mean of ``passes`` augmented passes; default) or ``uncertainty`` (their spread).
+        The entropy is what rises when blur or bad exposure hides the lesions (see :mod:`clinical.training.tta`);
+        the spread mostly follows the augmentation.
     tracker
         With one, the files and plots go to the cross-validation's parent run (or a new run when it was
         not tracked), with the headline numbers as ``screen_*`` metrics.

@@ -173,15 +173,39 @@ def _retina(side: int, site: FundusCamera, eye: str, grade: int, signature: np.r
     return np.clip(image, 0, 1) * field[..., None], n_lesions
 
 
+#: Defocus blur, as a share of the image side. Lesions are 0.5–2.4 hundredths of the side in radius: a blur
+#: this wide spreads a microaneurysm or a blot haemorrhage into a faint patch no deeper than the retina's own
+#: texture, so the grade can no longer be read (a blur of one lesion radius would leave them all countable).
+DEFOCUS = (0.03, 0.045)
+#: Width of the in-camera noise reduction of an under-exposed photograph and of the bloom of an over-exposed
+#: one, as a share of the side: both smear away what is smaller than a blot haemorrhage.
+SMEAR = (0.02, 0.03)
+
+
+def _smear(image: np.ndarray, side: int, width: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """``image`` blurred over ``width`` (a range, shares of the side), per channel."""
+    sigma = side * rng.uniform(*width)
+    return ndimage.gaussian_filter(image, (sigma, sigma, 0))
+
+
 def _degrade(image: np.ndarray, issue: str, side: int, rng: np.random.Generator) -> np.ndarray:
-    """The photograph after its quality issue (none, blur, under, over, artefact)."""
+    """The photograph after its quality issue (none, blur, under, over, artefact).
+
+    Every issue but ``artefact`` hides the small lesions that grade the eye, as it does for a grader: defocus
+    spreads them out; an under-exposed photograph is dark and noisy, and the camera's noise reduction
+    smooths the lesions away with the noise; an over-exposed one clips, and its bloom washes out the contrast
+    of what is left. Artefacts cover part of the field and leave the rest readable.
+    """
     if issue == "blur":
-        sigma = side * rng.uniform(0.012, 0.025)
-        return ndimage.gaussian_filter(image, (sigma, sigma, 0))
+        return _smear(image, side, DEFOCUS, rng)
     if issue == "under":
-        return image * rng.uniform(0.22, 0.35)
+        dark = image * rng.uniform(0.22, 0.35)
+        noisy = dark + rng.uniform(0.02, 0.04) * rng.standard_normal(image.shape) * (dark > 0.005)
+        return np.clip(_smear(noisy, side, SMEAR, rng), 0, 1)
     if issue == "over":
-        return np.clip(image * rng.uniform(1.9, 2.6) + 0.1 * (image > 0.02), 0, 1)
+        bloom = rng.uniform(0.6, 0.8)
+        washed = (1 - bloom) * image + bloom * _smear(image, side, SMEAR, rng)
+        return np.clip(washed * rng.uniform(1.9, 2.6) + 0.1 * (image > 0.02), 0, 1)
     if issue == "artefact":
         h, w = image.shape[:2]
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

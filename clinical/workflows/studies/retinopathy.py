@@ -11,7 +11,8 @@ differs:
 Each arm is scored out of fold at eye level and at patient level (a patient is referable when either eye
 is: the worse eye), with patient-bootstrap CIs and the corrected t-test over folds. Each arm's
 fold models then screen their test photographs with test-time-augmentation uncertainty
-(:func:`clinical.workflows.screen_with_uncertainty`, logged under the arm's MLflow run): the table adds the
+(:func:`clinical.workflows.screen_with_uncertainty`, by the entropy of the mean TTA probability, logged
+under the arm's MLflow run): the table adds the
 AUROC on the photographs kept when the least certain fifth is referred to a grader, the mean uncertainty
 in the low- and high-quality bands, and the coverage of the conformal sets; the report by DR grade is in
 each arm's ``screening`` folder (and, in short, in the findings).
