@@ -52,10 +52,10 @@ QUALITY_COLUMNS = ("quality_blur", "quality_exposure", "quality_clipped", "quali
 #: Luminance (0–1) below which a pixel is the camera's dark surround, not field.
 FIELD_LEVEL = 0.03
 #: Blur effect of a sharp photograph and of a defocused one (measured on the synthetic fundus cohort: sharp
-#: 0.34–0.49, defocused 0.52–0.75): ``quality_score``'s sharpness term falls linearly between them.
+#: 0.34–0.49, defocused 0.65–0.80): ``quality_score``'s sharpness term falls linearly between them.
 SHARP_BLUR, DEFOCUSED_BLUR = 0.45, 0.6
 #: Mean field luminance of a well-exposed photograph; the exposure term falls linearly to 0 at the outer limits
-#: (synthetic fundus: good 0.28–0.41, under-exposed 0.07–0.13, over-exposed 0.60–0.80).
+#: (synthetic fundus: good 0.28–0.41, under-exposed 0.07–0.13, over-exposed 0.57–0.74).
 WELL_EXPOSED, EXPOSURE_LIMITS = (0.2, 0.5), (0.05, 0.8)
 #: Longest side the measures are taken at (block means above it), so that a large photograph costs little.
 _QUALITY_SIDE = 512
