@@ -129,6 +129,45 @@ def test_a_study_deployment_writes_its_table_under_one_mlflow_study_run(
     assert study[0].data.metrics[reference] == pytest.approx(pd.read_csv(out / "table.csv")["auroc_pooled"][0])
 
 
+def test_the_mil_flow_scores_every_method_per_slide_on_the_worker_and_logs_the_run(
+    prefect_env: dict, mlflow_server: LocalMlflowServer, tmp_path: Path
+):
+    import dataclasses
+
+    from clinical.cohort import read_manifest
+    from clinical.cohort.synthetic.sizes import SIZES
+    from clinical.cohort.synthetic.slides import generate_slides
+    from clinical.ingest import ingest
+    from clinical.splits import split_manifest, write_split
+    from clinical.workflows.slides import TILE_AGGREGATIONS
+
+    generate_slides(tmp_path / "raw", dataclasses.replace(SIZES["tiny"], slide_patients_per_site=4), seed=0,
+                    patient_effect=False, finding_strength=2.0)
+    ingest(tmp_path / "raw" / "slides", tmp_path / "cohort", labels=tmp_path / "raw" / "slides" / "labels.csv",
+           key="k", workers=0, progress=False, tile_size=64, max_tiles_per_slide=8)
+    write_split(split_manifest(read_manifest(tmp_path / "cohort"), folds=2, seed=0), tmp_path / "split.parquet")
+    with temporary_settings(updates={PREFECT_API_URL: prefect_env["PREFECT_API_URL"]}):
+        flow.from_source(source=str(ROOT), entrypoint="pipelines/slides.py:mil_flow").deploy(
+            name="mil-test", work_pool_name=POOL, build=False, push=False,
+            job_variables={"env": {"MLFLOW_TRACKING_URI": mlflow_server.uri}},
+        )
+        run = run_deployment("slide MIL/mil-test", timeout=1200, parameters={
+            "cohort": str(tmp_path / "cohort"), "split": str(tmp_path / "split.parquet"), "out": str(tmp_path / "mil"),
+            "folds": [1], "backbone": "resnet18", "image_size": 32, "steps": 30, "n_boot": 50,
+            "experiment": "mil-e2e"})
+        assert run.state.is_completed(), run.state
+        states = _task_states(run.id)
+    assert states["slide MIL"] == {"Completed"}
+    table = pd.read_csv(tmp_path / "mil" / "fold-1" / "metrics_with_ci.csv")
+    aurocs = table[table["metric"] == "auroc"]
+    assert set(aurocs["method"]) == {"mil", *(f"tiles-{how}" for how in TILE_AGGREGATIONS)}
+    assert ((aurocs["low"] <= aurocs["value"]) & (aurocs["value"] <= aurocs["high"])).all()
+    client = MlflowClient(mlflow_server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("mil-e2e").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert {f"slide_{m.replace('-', '_')}_auroc" for m in aurocs["method"]} <= set(runs[0].data.metrics)
+
+
 def _task_states(flow_run_id: UUID) -> dict[str, set[str]]:
     """State names of each task (by task name) in a flow run and its subflow runs."""
 

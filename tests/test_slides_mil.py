@@ -212,20 +212,3 @@ def test_attention_mil_beats_tile_aggregation_when_the_finding_is_a_small_focus(
     mean = {method: float(np.mean(values)) for method, values in folds.items()}
     best = max(mean[f"tiles-{how}"] for how in TILE_AGGREGATIONS)
     assert mean["mil"] - best >= 0.05, mean
-
-
-def test_the_mil_pipeline_task_returns_every_methods_slide_auroc_with_its_ci(slides, tmp_path):
-    """The task body of ``pipelines.slides``, run without a Prefect server (test_pipelines has one)."""
-    from prefect.logging import disable_run_logger
-
-    from pipelines.slides import mil_flow, mil_task
-
-    with disable_run_logger():
-        result = mil_task.fn(str(slides / "cohort"), str(slides / "split.parquet"), str(tmp_path / "fold-1"), fold=1,
-                             backbone=TINY, pretrained=None, image_size=64, steps=30, n_boot=50, seed=0,
-                             device="cpu", experiment=None)
-    assert result["fold"] == 1 and (tmp_path / "fold-1" / "metrics_with_ci.csv").is_file()
-    assert set(result["auroc"]) == {"mil", *(f"tiles-{how}" for how in TILE_AGGREGATIONS)}
-    assert all(s["low"] <= s["value"] <= s["high"] for s in result["auroc"].values())
-    assert set(result["retrieval"]) == {"1", "3", "5"} and result["run_id"] is None
-    assert mil_flow.fn.__name__ == "mil_flow"
