@@ -89,9 +89,10 @@ def test_nothing_but_the_lesion_tells_a_positive_slice(synth):
         ct, _ = _grids((16, 32, 32), site, np.zeros(3))
         centres, radii = _spots(np.random.default_rng(1), 20_000, ct, site)
         z = ct.origin[2] + np.arange(16) * ct.spacing[0]
-        cut = (np.abs(z[:, None] - centres[None, :, 2]) < radii[None, :]).mean(axis=1)
+        cuts = np.abs(z[:, None] - centres[None, :, 2]) < radii[None, :]  # slice × sphere
+        cut = cuts.mean(axis=1)
         assert cut[1:-1].max() / cut[1:-1].min() < 1.05 and cut[[0, -1]].min() > 0.9 * cut[1:-1].mean(), site
-        assert (np.abs(z[:, None] - centres[None, :, 2]) < radii[None, :]).any(axis=0).all()  # each cuts a slice
+        assert cuts.any(axis=0).all()  # each sphere cuts a slice
 
 
 def test_suv_from_the_synthetic_tags_matches_the_phantom(synth):

@@ -37,12 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _option(text: str) -> tuple[str, object]:
     """``key=value`` → (``key``, the value as JSON, else the text as it is)."""
     key, sep, value = text.partition("=")
-    if not sep or not key.strip():
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
     try:
-        return key.strip().replace("-", "_"), json.loads(value)
+        return key, json.loads(value)
     except json.JSONDecodeError:
-        return key.strip().replace("-", "_"), value
+        return key, value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -65,6 +65,7 @@ import pandas as pd
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
+from monai.transforms import Compose
 
 import clinical
 from clinical.data.cache import split_deterministic
@@ -87,6 +88,7 @@ __all__ = [
     "classifier_spec",
     "request_deadline",
     "save_classifier",
+    "spec_preset",
 ]
 
 logger = logging.getLogger(__name__)
@@ -195,6 +197,12 @@ def classifier_spec(
     }
 
 
+def spec_preset(spec: dict[str, Any], *, train: bool) -> Compose:
+    """The preset a saved model was trained with (models saved before ``intensity`` z-scored per image)."""
+    return preset(spec["kind"], train=train, size=tuple(spec["image_size"]),
+                  intensity=spec.get("intensity", "per-image"))
+
+
 def save_classifier(
     result: FitResult, path: str | Path, *, ingest_options: dict[str, Any] | None = None,
     limits: ServingLimits | None = None,
@@ -269,11 +277,9 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
             torch.set_num_threads(self.limits.threads)
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.model = build_classifier(self.spec, state)
-        size, intensity = tuple(self.spec["image_size"]), self.spec.get("intensity", "per-image")
-        self.transform = preset(self.spec["kind"], train=False, size=size, intensity=intensity)
+        self.transform = spec_preset(self.spec, train=False)
         self.passes = int(self.spec.get("tta_passes", 0))
-        self.augment = split_deterministic(preset(self.spec["kind"], train=True, size=size,
-                                                  intensity=intensity))[1] if self.passes else None
+        self.augment = split_deterministic(spec_preset(self.spec, train=True))[1] if self.passes else None
         # One forward pass at a time, over all of torch's threads: concurrent passes would only share the
         # same cores and multiply the activations held in memory.
         self._forward_lock = threading.Lock()

@@ -13,9 +13,8 @@ import torch
 
 from clinical.cohort import read_manifest
 from clinical.data import ManifestDataset
-from clinical.data.presets import preset
 from clinical.splits import fold_items, read_split
-from clinical.tracking.pyfunc import build_classifier
+from clinical.tracking.pyfunc import build_classifier, spec_preset
 from clinical.training import predict
 
 __all__ = ["load_registered", "predict_registered"]
@@ -40,6 +39,5 @@ def predict_registered(
     items = fold_items(split, fold)[role]
     labelled = set(manifest.loc[manifest["label"].notna() & (manifest["kind"] == spec["kind"]), "item_id"])
     dataset = ManifestDataset(manifest, cohort_dir, items=[i for i in items if i in labelled], classes=spec["classes"],
-                              transform=preset(spec["kind"], train=False, size=tuple(spec["image_size"]),
-                                               intensity=spec.get("intensity", "per-image")))
+                              transform=spec_preset(spec, train=False))
     return predict(model, dataset)

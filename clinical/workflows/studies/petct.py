@@ -30,9 +30,10 @@ shrinks but stays, since one lesion spans several neighbouring slices that the s
 
 ``control`` (on by default) adds a *no-lesion control*: the reference recipe on the same synthetic patients,
 labels and folds with the lesions removed (``finding_strength=0``). With a few dozen patients a network
-finds label-free patient traits (body outline, background uptake, which slices the hot spots share with the
-lesions) that happen to go with the labels; the control measures that floor, so an arm is only learning
-lesions where it beats the control. The study reports what it finds under ``findings``.
+can find label-free patient traits (body outline, background uptake) that happen to go with the labels,
+and a generator can leak the label (an earlier one did, through centres and slice position); the control
+measures that floor, so an arm is only learning lesions where it beats the control. The study reports
+what it finds under ``findings``.
 
 Every arm reads its slices with ``intensity="ingest"`` (:mod:`clinical.data.presets`): the CT window and
 SUVbw / 20 as ingest wrote them, the same scale in every slice. The default per-image z-score would keep
