@@ -52,18 +52,22 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from clinical.errors import ConfigurationError, IngestError, InvalidSeriesError, UnsupportedFileError
 from clinical.ingest.identity import keyed_hash
 from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
+from clinical.ingest.layout import PIXEL_TAGS, dataset_from_layout
 from clinical.ingest.reasons import Reason, Rejected, looks_corrupt
 from clinical.ingest.units import DecodedItem, Unit
 
@@ -74,6 +78,7 @@ __all__ = [
     "BURNED_IN_RISK_CLASSES",
     "CT_WINDOWS",
     "DEFAULT_CT_WINDOW",
+    "PIXEL_TAGS",
     "VOLUME_MODALITIES",
     "DicomHeader",
     "burned_in_risk",
@@ -106,22 +111,6 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 #: The CT window of ingest and of :func:`window` unless one is asked for.
 DEFAULT_CT_WINDOW = "soft_tissue"
 
-#: What decoding, the Modality LUT, windowing and spacing read (Image Pixel module, palettes, LUTs, geometry).
-_PIXEL_TAGS = [
-    "SOPClassUID", "Modality", "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns",
-    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames",
-    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData", "FloatPixelData", "DoubleFloatPixelData",
-    "PixelPaddingValue", "PixelPaddingRangeLimit", "RescaleSlope", "RescaleIntercept", "RescaleType",
-    "ModalityLUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence",
-    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
-    "BluePaletteColorLookupTableDescriptor", "AlphaPaletteColorLookupTableDescriptor",
-    "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
-    "AlphaPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
-    "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
-    "SegmentedAlphaPaletteColorLookupTableData", "PaletteColorLookupTableUID",
-    "SharedFunctionalGroupsSequence", "PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness",
-    "BurnedInAnnotation",
-]
 _IN_MEMORY_BYTES = 64 << 20
 
 #: SOP classes that often carry burned-in text: Secondary Capture (1.2.840.10008.5.1.4.1.1.7 and its
@@ -190,13 +179,26 @@ class DicomHeader:
     frame_key: str | None = None  # (0020,0052) Frame of Reference UID, keyed hash
 
 
+#: How deep this context is inside :func:`quiet_pydicom`: only the outermost silences and restores.
+_QUIET_DEPTH: ContextVar[int] = ContextVar("quiet_pydicom_depth", default=0)
+
+
 @contextmanager
 def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's logger while reading: its warnings quote element values, which may be PHI.
 
     pydicom logs invalid values (e.g. a malformed Patient's Birth Date) verbatim; the
-    reasons we record instead name the file and the problem without values.
+    reasons we record instead name the file and the problem without values. Nested uses cost
+    nothing: a scan or a series wraps each file's many reads in one.
     """
+    depth = _QUIET_DEPTH.get()
+    token = _QUIET_DEPTH.set(depth + 1)
+    if depth:
+        try:
+            yield
+        finally:
+            _QUIET_DEPTH.reset(token)
+        return
     pydicom_logger = logging.getLogger("pydicom")
     previous = pydicom_logger.level
     pydicom_logger.setLevel(logging.CRITICAL + 1)
@@ -206,6 +208,13 @@ def quiet_pydicom() -> Iterator[None]:
             yield
     finally:
         pydicom_logger.setLevel(previous)
+        _QUIET_DEPTH.reset(token)
+
+
+@lru_cache(maxsize=8)
+def _tags(keywords: tuple[str, ...]) -> list[BaseTag]:
+    """Keywords as tags, once: dcmread converts every keyword of ``specific_tags`` on each call."""
+    return [Tag(keyword) for keyword in dict.fromkeys(keywords)]
 
 
 def parse_header(source: str | Path | bytes, extra_tags: Sequence[str] = ()) -> pydicom.Dataset:
@@ -219,7 +228,7 @@ def parse_header(source: str | Path | bytes, extra_tags: Sequence[str] = ()) -> 
     try:
         with quiet_pydicom():
             return pydicom.dcmread(_readable(source), force=True, defer_size=1024,
-                                   specific_tags=[*_HEADER_TAGS, *extra_tags])
+                                   specific_tags=_tags((*_HEADER_TAGS, *extra_tags)))
     except Exception as error:  # pydicom raises many types on broken headers; all mean "unreadable"
         raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
 
@@ -276,7 +285,7 @@ def screen(source: str | Path | bytes | io.BytesIO, options: IngestOptions, *, c
     readable = _readable(source) if not isinstance(source, io.BytesIO) else source
     try:
         with quiet_pydicom():
-            ds = pydicom.dcmread(readable, force=True, stop_before_pixels=True, specific_tags=_SCREEN_TAGS)
+            ds = pydicom.dcmread(readable, force=True, stop_before_pixels=True, specific_tags=_tags(_SCREEN_TAGS))
     except Exception as error:  # pydicom raises many types on broken headers
         raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
     finally:
@@ -319,31 +328,34 @@ def burned_in_risk(ds: pydicom.Dataset) -> bool:
 
 
 def load_pixels(
-    path: str | Path, options: IngestOptions | None = None, *, count: int = 1
+    path: str | Path, options: IngestOptions | None = None, *, count: int = 1, layout: str | None = None
 ) -> tuple[pydicom.Dataset, np.ndarray]:
     """Read only the elements the pixel pipeline uses, decode, apply the Modality LUT.
 
-    With ``options``, the header is screened (:func:`screen`, ``count`` as there) before any pixel is
-    decoded: a file held in memory is parsed once and screened from that parse; a larger one is screened
-    from its header before its Pixel Data is read. Parsing only :data:`_PIXEL_TAGS` saves about a quarter
-    of the parse; should the reduced data set not decode, the whole file is read and decoded again, so the
-    shortcut never turns a good file into a rejection.
+    With the scan's ``layout`` of the file (:mod:`clinical.ingest.layout`), its data set is rebuilt
+    without a parse; otherwise only :data:`PIXEL_TAGS` are parsed (about a quarter less than the whole
+    header). With ``options``, the header is screened (:func:`screen`, ``count`` as there) before any
+    pixel is decoded: a file held in memory from the data set its pixels come from, a larger one from its
+    header before its Pixel Data is read. Should the reduced data set not decode, the whole file is read
+    and decoded again, so the shortcut never turns a good file into a rejection.
 
     Returns
     -------
     dataset, pixels
         The (reduced) data set and :func:`modality_pixels` of it.
     """
-    readable = _readable(path)
-    in_memory = isinstance(readable, io.BytesIO)
-    if options is not None and not in_memory:
-        screen(readable, options, count=count)
-    try:
-        with quiet_pydicom():
-            reduced = pydicom.dcmread(readable, force=True, specific_tags=_PIXEL_TAGS)
-    except Exception as error:  # pydicom raises many types on broken headers
-        raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
-    if options is not None and in_memory:
+    data = Path(path).read_bytes() if Path(path).stat().st_size <= _IN_MEMORY_BYTES else None
+    reduced = dataset_from_layout(layout, data) if layout is not None and data is not None else None
+    if reduced is None:
+        readable = io.BytesIO(data) if data is not None else path
+        if options is not None and data is None:
+            screen(readable, options, count=count)
+        try:
+            with quiet_pydicom():
+                reduced = pydicom.dcmread(readable, force=True, specific_tags=_tags(PIXEL_TAGS))
+        except Exception as error:  # pydicom raises many types on broken headers
+            raise Rejected(Reason.BAD_HEADER, f"the DICOM header cannot be parsed ({type(error).__name__})") from error
+    if options is not None and data is not None:
         screen_dataset(reduced, options, count=count)
     try:
         return reduced, modality_pixels(reduced)
@@ -542,7 +554,7 @@ def volume_spacing(ds: pydicom.Dataset) -> list[float]:
 
 def decode_image(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
     """A single-frame file: one image (C, H, W) with the (row, column) spacing of the plan."""
-    ds, pixels = load_pixels(unit.paths[0], options)
+    ds, pixels = load_pixels(unit.paths[0], options, layout=unit.layout(0))
     windowed = window(pixels, ds, modality=unit.modality, ct_window=options.ct_window)
     yield DecodedItem(unit_interval_to_uint16(windowed[0].transpose(2, 0, 1)), "image", unit.spacing[-2:],
                       extra=_risk(burned_in_risk(ds)))
@@ -550,7 +562,7 @@ def decode_image(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
 
 def decode_multiframe(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]:
     """A multi-frame file: one volume (C, D, H, W), frames as depth, spacing from :func:`volume_spacing`."""
-    ds, pixels = load_pixels(unit.paths[0], options)
+    ds, pixels = load_pixels(unit.paths[0], options, layout=unit.layout(0))
     windowed = window(pixels, ds, modality=unit.modality, ct_window=options.ct_window)
     yield DecodedItem(unit_interval_to_uint16(windowed.transpose(3, 0, 1, 2)), "volume", volume_spacing(ds),
                       extra=_risk(burned_in_risk(ds)))
@@ -576,14 +588,17 @@ def load_volume(
     slices = []
     first = None
     risk = False
-    for index, path in enumerate(unit.paths):
-        # the first slice is screened for the whole series' budget, before any slice is decoded
-        ds, pixels = load_pixels(path, options, count=len(unit.paths) * budget_count if index == 0 else 1)
-        risk = risk or burned_in_risk(ds)
-        if pixels.shape[0] != 1 or pixels.shape[-1] != 1:
-            raise InvalidSeriesError("inconsistent series: a slice is multi-frame or colour, so it cannot be stacked")
-        slices.append(pixels[0, :, :, 0])
-        first = first if first is not None else ds
+    with quiet_pydicom():
+        for index, path in enumerate(unit.paths):
+            # the first slice is screened for the whole series' budget, before any slice is decoded
+            ds, pixels = load_pixels(path, options, count=len(unit.paths) * budget_count if index == 0 else 1,
+                                     layout=unit.layout(index))
+            risk = risk or burned_in_risk(ds)
+            if pixels.shape[0] != 1 or pixels.shape[-1] != 1:
+                raise InvalidSeriesError("inconsistent series: a slice is multi-frame or colour, so it cannot be "
+                                         "stacked")
+            slices.append(pixels[0, :, :, 0])
+            first = first if first is not None else ds
     return np.stack(slices)[..., None], first, risk
 
 

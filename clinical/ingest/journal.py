@@ -31,8 +31,11 @@ STATE_FILE = "ingest_state.parquet"
 PARTS = "parts"
 #: Units decoded between two writes of a part.
 FLUSH_EVERY = 256
-_STATE_VERSION = 3  # 2: files by pseudonym, rejection codes, DICOM stack elements; 3: frame of reference
-_STATE_COLUMNS = ["file", "size", "mtime_ns", "digest", "format", "stage", "code", "reason", "header", "stack"]
+#: 2: files by pseudonym, rejection codes, DICOM stack elements; 3: frame of reference; 4: pixel layouts
+_STATE_VERSION = 4
+_STATE_COLUMNS = [
+    "file", "size", "mtime_ns", "digest", "format", "stage", "code", "reason", "header", "stack", "pixels",
+]
 
 
 def read_state(cohort: Path, key: bytes) -> dict[str, dict]:

@@ -175,6 +175,7 @@ def _dicom_unit(
         institution=header.institution,
         spacing=(spacing, *plane) if spacing is not None else tuple(plane),
         frame_key=header.frame_key,
+        layouts=tuple(r.get("pixels") for r in records),
     )
 
 

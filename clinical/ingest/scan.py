@@ -30,6 +30,7 @@ from clinical.ingest import dicom, slides
 from clinical.ingest.detect import detect_format
 from clinical.ingest.identity import source_pseudonym
 from clinical.ingest.journal import read_state, write_state
+from clinical.ingest.layout import PIXEL_TAGS, layout_of
 from clinical.ingest.options import DEFAULT_EXCLUDE
 from clinical.ingest.reasons import Reason
 from clinical.ingest.series import STACK_TAGS, stack_of
@@ -237,13 +238,15 @@ def scan_file(path: str, name: str, key: bytes) -> dict:
 
     A record whose ``stage`` is not None is a rejection with its ``code`` and ``reason``;
     otherwise ``format`` is one of ``dicom``, ``nifti``, ``slide``, ``photo``, and a DICOM file
-    has its ``header`` and its ``stack`` (what splits a series into stacks, see
-    :func:`clinical.ingest.series.stack_of`) as JSON.
+    has its ``header``, its ``stack`` (what splits a series into stacks, see
+    :func:`clinical.ingest.series.stack_of`) and, where it can be kept, the ``pixels`` layout that spares
+    decoding a second parse (:mod:`clinical.ingest.layout`), as JSON.
     """
     record = {"file": name, "size": -1, "mtime_ns": -1, "digest": None, "format": None, "stage": None,
-              "code": None, "reason": None, "header": None, "stack": None}
+              "code": None, "reason": None, "header": None, "stack": None, "pixels": None}
     try:
-        return _record(path, key, record)
+        with dicom.quiet_pydicom():  # once for the file's many reads
+            return _record(path, key, record)
     except Exception as error:  # a bug or an exotic failure becomes a rejection naming the file, not a crash
         return {**record, "stage": "detect", "code": str(Reason.INTERNAL_ERROR),
                 "reason": f"unexpected {type(error).__name__} while scanning"}
@@ -281,7 +284,9 @@ def _record(path: str, key: bytes, record: dict) -> dict:
     record["format"] = fmt
     if fmt == "dicom":
         try:
-            parsed = dicom.parse_header(data if data is not None else path, extra_tags=STACK_TAGS)  # parsed once
+            parsed = dicom.parse_header(data if data is not None else path, extra_tags=(*STACK_TAGS, *PIXEL_TAGS))
+            if data is not None:  # before any element is read: reading converts it and its raw bytes are gone
+                record["pixels"] = layout_of(parsed, record["digest"])
             header, stack = dicom.header_of(parsed, key), stack_of(parsed, key)
         except IngestError as error:
             return _rejected(record, "read", Reason.BAD_HEADER, str(error))

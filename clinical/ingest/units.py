@@ -47,6 +47,12 @@ class Unit:
     frame_key: str | None = None
     #: A multi-series unit's series, one per channel in channel order (see :mod:`clinical.ingest.channels`).
     parts: tuple[Unit, ...] = ()
+    #: The scan's pixel layout of each path, or None where it recorded none (see :mod:`clinical.ingest.layout`).
+    layouts: tuple[str | None, ...] = ()
+
+    def layout(self, index: int) -> str | None:
+        """The scan's pixel layout of ``paths[index]``, if it recorded one."""
+        return self.layouts[index] if self.layouts else None
 
 
 @dataclass(frozen=True)
