@@ -14,6 +14,11 @@ under three site folders. Each run is in a fresh process, so its peak RSS is its
 
 Files/s for both, their ratio, and peak RSS (MiB) of the measuring process and of
 its largest worker. Run with ``python -m benchmarks bench_ingest``.
+
+``BENCH_INGEST_SCALE=100000`` adds ``ingest_scale``: the one-process ingest of a tree of that many
+files against the same of ``BENCH_INGEST_FILES``, as seconds per file (a ratio near 1 means the cost per
+file does not grow with the archive), with the peak RSS of the large run. Not run by default: the large
+tree takes minutes to write and ingest.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pydicom.uid import generate_uid
 from benchmarks.report import emit
 
 FILES = int(os.environ.get("BENCH_INGEST_FILES", "10000"))
+SCALE = int(os.environ.get("BENCH_INGEST_SCALE", "0"))
 SLICES_PER_SERIES = 20
 
 
@@ -69,12 +75,12 @@ def _peak_rss_mib() -> tuple[float, float]:
 
 
 def _measure(kind: str, tree: str, out: str, queue) -> None:
+    from clinical.ingest import ingest  # imported before the clock starts, as pydicom is for the loops
+
     paths = sorted(Path(tree).rglob("*.dcm"))
     start = time.perf_counter()
     scan_seconds = float("nan")
     if kind in ("ours", "ours_one_process"):
-        from clinical.ingest import ingest
-
         report = ingest(tree, out, key="bench-key", workers=0 if kind == "ours_one_process" else None, progress=False)
         if report.ingested != len(paths):
             raise RuntimeError(f"expected {len(paths)} files ingested, got {report.summary()}")
@@ -125,7 +131,20 @@ def main() -> int:
                  higher_is_better=True, workers=count, peak_rss_mib_ours=round(run["rss"][0], 1),
                  peak_rss_mib_ours_worker=round(run["rss"][1], 1), peak_rss_mib_baseline=round(pixels["rss"][0], 1),
                  **common)
+        if SCALE:
+            _scale(Path(scratch), serial)
     return 0
+
+
+def _scale(scratch: Path, small: dict) -> None:
+    """``ingest_scale``: seconds per file of a one-process ingest of ``SCALE`` files against ``FILES`` files."""
+    shutil.rmtree(scratch / "tree", ignore_errors=True)
+    tree = scratch / "tree-large"
+    make_tree(tree, SCALE)
+    large = measure("ours_one_process", tree, scratch / "cohort-large")
+    emit("ingest_scale", ours=round(1e6 / large["files_per_s"], 1), baseline=round(1e6 / small["files_per_s"], 1),
+         unit="us/file", higher_is_better=False, files=SCALE, baseline_files=FILES,
+         peak_rss_mib_ours=round(large["rss"][0], 1), cpus=os.cpu_count())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cohort", help="an ingested cohort to run on instead of the synthetic analogue")
     parser.add_argument("--seed", type=int, default=0, help="seeds the synthetic cohort, the split and training")
     parser.add_argument("--experiment", help="MLflow experiment: one study run, every arm nested under it")
+    parser.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                        help="train every arm's folds on this Ray cluster (auto, HOST:PORT, local); every node must "
+                             "see --out at the same path")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=_option,
                         help="a study's own setting, repeatable (values read as JSON: true, 0.1, \"PT\"), e.g. "
                              "petct --option ct_signal=false, kimianet --option finding_focus=0.1")
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from clinical.workflows import MlflowTracker, run_study
 
     result = run_study(args.name, args.out, size=args.size, cohort=args.cohort, seed=args.seed,
-                       tracker=MlflowTracker(args.experiment) if args.experiment else None, **dict(args.option))
+                       tracker=MlflowTracker(args.experiment) if args.experiment else None,
+                       ray_address=args.ray_address, **dict(args.option))
     print(result.markdown)
     print(f"Table, figure and record in {result.out}" + (f"; MLflow run {result.run_id}" if result.run_id else ""))
     return 0

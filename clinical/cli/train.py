@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--slice-labels", type=Path, default=None, metavar="CSV",
                         help="with --slices: a CSV series_uid,slice,label giving each slice its own label "
                              "(default: the volume's label)")
+    cluster = parser.add_argument_group("cluster: the folds as tasks of a Ray cluster, all at once")
+    cluster.add_argument("--ray", metavar="ADDRESS", dest="ray_address",
+                         help="train the folds on this Ray cluster (auto, HOST:PORT, local); every node must see "
+                              "COHORT, --split and --out at the same paths")
+    cluster.add_argument("--fold-cpus", type=float, default=1, help="CPUs each fold asks of the cluster (default 1)")
+    cluster.add_argument("--fold-gpus", type=float, default=0, help="GPUs each fold asks of the cluster (default 0)")
     recipe = parser.add_argument_group("recipe: one flag per clinical.training.TrainConfig field")
     add_config_arguments(recipe, TrainConfig)
     tracking = parser.add_argument_group("tracking (MLflow at MLFLOW_TRACKING_URI, else ./mlflow.db)")
@@ -90,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         cv = pool_folds([run], cohort_dir=args.cohort, split_path=args.split, out=args.out)
     else:
         cv = cross_validate(config, cohort_dir=args.cohort, split_path=args.split, out=args.out,
-                            folds=[args.fold] if args.fold is not None else None, tracker=tracker)
+                            folds=[args.fold] if args.fold is not None else None, tracker=tracker,
+                            ray_address=args.ray_address,
+                            fold_resources={"num_cpus": args.fold_cpus, "num_gpus": args.fold_gpus})
     final = args.final_model or ("refit" if args.register else None)
     if final is not None:
         nested = MlflowTracker(tracker.experiment, parent_run_id=cv.parent_run_id) if tracker else None

@@ -20,7 +20,7 @@ poison unit, alone, is rejected (code ``worker-died``) and the rest of its shard
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from itertools import islice
 
@@ -32,7 +32,7 @@ from clinical.ingest.options import IngestOptions
 from clinical.ingest.reasons import Reason
 from clinical.ingest.units import Unit
 
-__all__ = ["SHARD_SIZE", "RayPool"]
+__all__ = ["SHARD_SIZE", "RayExecutor", "RayPool"]
 
 #: Units per Ray task: enough to amortise a task's overhead, few enough to spread a small ingest.
 SHARD_SIZE = 16
@@ -82,21 +82,26 @@ class RayPool:
 
 
 class RayExecutor(Executor):
-    """A :class:`concurrent.futures.Executor` whose calls are Ray tasks; :meth:`map` sends chunks, not calls."""
+    """A :class:`concurrent.futures.Executor` whose calls are Ray tasks; :meth:`map` sends chunks, not calls.
 
-    def __init__(self, address: str, *, max_retries: int) -> None:
+    ``resources`` are what each task asks of the cluster, as :func:`ray.remote` takes them
+    (``{"num_cpus": 4, "num_gpus": 1}``; default one CPU). A task whose worker dies is run again
+    up to ``max_retries`` times.
+    """
+
+    def __init__(self, address: str, *, max_retries: int, resources: Mapping[str, float] | None = None) -> None:
         self._owned = not ray.is_initialized()
         if self._owned:
             ray.init(address=address, log_to_driver=False)
-        self._max_retries = max_retries
+        self._options = {"max_retries": max_retries, **(resources or {})}
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         """Run ``fn(*args, **kwargs)`` as a Ray task."""
-        return ray.remote(fn).options(max_retries=self._max_retries).remote(*args, **kwargs).future()
+        return ray.remote(fn).options(**self._options).remote(*args, **kwargs).future()
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1) -> Iterator:
         """``fn`` over the zipped ``iterables``, ``chunksize`` calls per task, results in order."""
-        task = ray.remote(_map_chunk).options(max_retries=self._max_retries)
+        task = ray.remote(_map_chunk).options(**self._options)
         calls = zip(*iterables, strict=False)  # like Executor.map: to the shortest (itertools.repeat is endless)
         refs = [task.remote(fn, chunk) for chunk in iter(lambda: list(islice(calls, max(1, chunksize))), [])]
         for ref in refs:

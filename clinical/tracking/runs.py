@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -50,6 +51,13 @@ class MlflowTracker:
 
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
+
+    def pinned(self) -> MlflowTracker:
+        """This tracker with its tracking URI fixed now, for processes that do not share this one's environment.
+
+        A Ray worker does not see this process's ``MLFLOW_TRACKING_URI`` nor its working folder.
+        """
+        return replace(self, tracking_uri=self.tracking_uri or mlflow.get_tracking_uri())
 
     def open(self, config: TrainConfig, *, tags: Mapping[str, str], run_name: str | None = None) -> MlflowTracker:
         """A copy of this tracker with a new parent run (named after the recipe unless ``run_name``)."""

@@ -6,7 +6,8 @@ untracked run writes the same fold folders, pooled table and plots to disk,
 and a tracked one sends those files to MLflow as well. The steps are separate
 functions (:func:`open_cross_validation`, :func:`train_fold`,
 :func:`pool_folds`) so that a pipeline can run each fold as its own task, on
-its own machine; :func:`cross_validate` runs them one after the other.
+its own machine; :func:`cross_validate` runs them one after the other, or as
+tasks of a Ray cluster (``ray_address``).
 
 Files under ``out``::
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -263,19 +264,39 @@ def cross_validate(
     run_name: str | None = None,
     n_boot: int = 1000,
     final: FinalModel | None = None,
+    ray_address: str | None = None,
+    fold_resources: Mapping[str, float] | None = None,
 ) -> CrossValidation:
-    """Every outer fold of the split (or ``folds``) in this process, then :func:`pool_folds`.
+    """Every outer fold of the split (or ``folds``), then :func:`pool_folds`.
 
     Fold ``k`` is written to ``out/fold-<k>``; see the module docstring for the rest. With
     ``final`` the model to deploy is made too (:func:`fit_final_model`).
+
+    The folds run one after the other in this process, or with ``ray_address`` (``auto``,
+    ``HOST:PORT``, ``local`` for a cluster of this machine alone) all at once as tasks of that Ray
+    cluster, each asking ``fold_resources`` (as :func:`ray.remote` takes them, e.g. ``{"num_cpus": 8,
+    "num_gpus": 1}``; default one CPU). Every node must see the cohort, the split and ``out`` at the
+    same paths, and reach the tracking server. A fold whose worker dies (a node lost) is trained again,
+    once; the pooled table is the same as in one process.
     """
     if folds is None:
         folds = outer_folds(read_split(split_path)[0])
     tracker = open_cross_validation(config, cohort_dir=cohort_dir, split_path=split_path, tracker=tracker,
                                     run_name=run_name)
-    runs = [train_fold(config, cohort_dir=cohort_dir, split_path=split_path, fold=fold,
-                       out=Path(out) / f"fold-{fold}", tracker=tracker, run_name=run_name)
-            for fold in folds]
+    calls = [{"fold": fold, "out": Path(out) / f"fold-{fold}"} for fold in folds]
+    common = {"cohort_dir": cohort_dir, "split_path": split_path, "tracker": tracker, "run_name": run_name}
+    if ray_address is None:
+        runs = [train_fold(config, **common, **call) for call in calls]
+    else:
+        from clinical.ingest.shards import RayExecutor  # Ray is imported only when a cluster is asked for
+
+        executor = RayExecutor(ray_address, max_retries=1, resources=fold_resources)
+        common["tracker"] = tracker.pinned() if tracker is not None else None
+        try:
+            runs = [future.result() for future in [executor.submit(train_fold, config, **common, **call)
+                                                   for call in calls]]
+        finally:
+            executor.shutdown()
     cv = pool_folds(runs, cohort_dir=cohort_dir, split_path=split_path, out=out, tracker=tracker, n_boot=n_boot)
     if final is None:
         return cv

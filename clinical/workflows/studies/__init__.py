@@ -41,6 +41,7 @@ def run_study(
     cohort: str | Path | None = None,
     seed: int = 0,
     tracker: MlflowTracker | None = None,
+    ray_address: str | None = None,
     **options: Any,
 ) -> StudyResult:
     """Run study ``name``'s arms into ``out`` and return its table (also ``out/table.md`` and ``out/table.csv``).
@@ -53,6 +54,10 @@ def run_study(
         An ingested cohort to run on instead of the synthetic analogue.
     tracker
         With a tracker, the study opens one MLflow run and every arm nests under it.
+    ray_address
+        Train every arm's folds as tasks of this Ray cluster (see :func:`~clinical.workflows.cross_validate`);
+        the arms still run one after the other. A study that does not cross-validate through it (kimianet)
+        refuses it.
     options
         Study-specific settings (see each study's ``run``); an unknown one raises ``ConfigurationError``.
     """
@@ -61,11 +66,15 @@ def run_study(
     if size not in STUDY_SIZES:
         raise ConfigurationError(f"size must be one of {list(STUDY_SIZES)}; got {size!r}.")
     module = importlib.import_module(STUDIES[name])
-    allowed = [p for p in inspect.signature(module.run).parameters if p not in ("out", "size", "cohort", "seed",
-                                                                                "tracker")]
+    parameters = inspect.signature(module.run).parameters
+    allowed = [p for p in parameters if p not in ("out", "size", "cohort", "seed", "tracker", "ray_address")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ConfigurationError(f"study {name!r} has no option {', '.join(unknown)}; its options: {allowed}.")
+    if ray_address is not None:
+        if "ray_address" not in parameters:
+            raise ConfigurationError(f"study {name!r} trains its arms in this process; it cannot run on a cluster.")
+        options["ray_address"] = ray_address
     if tracker is not None:
         tracker = tracker.open_study(name, tags={"clinical.study_size": size})
     return module.run(Path(out), size=size, cohort=cohort, seed=seed, tracker=tracker, **options)

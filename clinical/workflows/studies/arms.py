@@ -113,11 +113,15 @@ def run_arm(
     out: str | Path,
     tracker: MlflowTracker | None,
     n_boot: int,
+    ray_address: str | None = None,
     **extra: Any,
 ) -> ArmResult:
-    """Cross-validate one arm's recipe (its MLflow run nested under the study's) and return it as an arm."""
+    """Cross-validate one arm's recipe (its MLflow run nested under the study's) and return it as an arm.
+
+    With ``ray_address`` its folds are tasks of that Ray cluster (:func:`~clinical.workflows.cross_validate`).
+    """
     cv = cross_validate(config, cohort_dir=cohort_dir, split_path=split_path, out=out, tracker=tracker,
-                        run_name=name, n_boot=n_boot)
+                        run_name=name, n_boot=n_boot, ray_address=ray_address)
     return arm_from_cv(name, cv, split_path, **extra)
 
 

@@ -48,7 +48,8 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: MlflowTracker | None,
-        model: str = "resnet18", corpus: str | Path | None = None, other: str | Path | None = None) -> StudyResult:
+        model: str = "resnet18", corpus: str | Path | None = None, other: str | Path | None = None,
+        ray_address: str | None = None) -> StudyResult:
     """Run the BPD arms. ``corpus`` (unlabelled, for SimCLR) and ``other`` (labelled, for supervised
     pretraining) are ingested radiograph cohorts; both are synthetic by default."""
     settings = SIZES[size]
@@ -76,7 +77,7 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
                                                                            "cutmix_alpha": 0.0}),
     }
     results = [run_arm(name, config, cohort_dir=cohort_dir, split_path=split, out=out / "arms" / f"arm-{i}",
-                       tracker=tracker, n_boot=settings["n_boot"])
+                       tracker=tracker, n_boot=settings["n_boot"], ray_address=ray_address)
                for i, (name, config) in enumerate(arms.items())]
     return finish_study("bpd", results, out=out, metrics=METRICS, reference=REFERENCE, title=TITLE,
                         tracker=tracker, findings={"model": model, "folds": settings["folds"]})

@@ -78,7 +78,8 @@ def arm_name(model: str, pretrained: bool) -> str:
 
 
 def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: MlflowTracker | None,
-        corpus: str | Path | None = None, models: Sequence[str] | None = None) -> StudyResult:
+        corpus: str | Path | None = None, models: Sequence[str] | None = None,
+        ray_address: str | None = None) -> StudyResult:
     """Run the brain-MR arms. ``corpus`` is an ingested cohort of single-channel volumes for the SimCLR
     pretraining (synthetic PET/CT volumes of another task by default); ``models`` picks architectures among
     :data:`MODELS` (default: those of the size)."""
@@ -110,7 +111,7 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
             started = time.perf_counter()
             arm = run_arm(name, arm_config, cohort_dir=cohort_dir, split_path=split,
                           out=out / "arms" / f"{model}-{'pretrained' if pretrained else 'scratch'}", tracker=tracker,
-                          n_boot=settings["n_boot"])
+                          n_boot=settings["n_boot"], ray_address=ray_address)
             seconds = time.perf_counter() - started
             drop_resume_checkpoints(Path(arm.out))
             results.append(dataclasses.replace(arm, extra={

@@ -82,7 +82,7 @@ def tile_side(large_size: int) -> int:
 
 
 def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: MlflowTracker | None,
-        model: str = "resnet18", corpus: str | Path | None = None) -> StudyResult:
+        model: str = "resnet18", corpus: str | Path | None = None, ray_address: str | None = None) -> StudyResult:
     """Run the papyri arms. ``cohort`` holds labelled glyph crops (kind ``photo``); ``corpus`` is an ingested
     cohort of papyrus photographs or tiles whose labels, if any, are ignored. Both are synthetic by default."""
     settings = SIZES[size]
@@ -105,8 +105,8 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
             config = recipe.model_copy(update={"pretrained": str(path)})
             probe_auroc = linear_probe(backbone, cohort_dir, kind="photo", **probe)
         arms.append(run_arm(name, config, cohort_dir=cohort_dir, split_path=split, out=out / "arms" / f"arm-{i}",
-                            tracker=tracker, n_boot=settings["n_boot"], probe_auroc=probe_auroc,
-                            probe_vs_random=probe_auroc - random_probe))
+                            tracker=tracker, n_boot=settings["n_boot"], ray_address=ray_address,
+                            probe_auroc=probe_auroc, probe_vs_random=probe_auroc - random_probe))
     findings = _findings(cohort_dir, corpus_dir, split, arms, losses, model=model, folds=settings["folds"],
                          tile=tile_side(corpus_spec["large_size"]))
     return finish_study("papyri", arms, out=out, metrics=METRICS, reference=REFERENCE, title=TITLE, tracker=tracker,

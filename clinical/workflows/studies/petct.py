@@ -93,7 +93,8 @@ SIZES: dict[str, dict[str, Any]] = {
 
 def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: MlflowTracker | None,
         patient_effect: bool = True, ct_signal: bool = True, slice_labels: str | Path | None = None,
-        key: str | bytes | None = None, aggregate: str = "top3", control: bool | None = None) -> StudyResult:
+        key: str | bytes | None = None, aggregate: str = "top3", control: bool | None = None,
+        ray_address: str | None = None) -> StudyResult:
     """Run the PET/CT arms.
 
     Parameters
@@ -139,7 +140,7 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
     results = []
     for i, (arm, (config, arm_cohort, arm_split, arm_truth)) in enumerate(arms.items()):
         cv = cross_validate(config, cohort_dir=arm_cohort, split_path=arm_split, out=out / "arms" / f"arm-{i}",
-                            tracker=tracker, run_name=arm, n_boot=settings["n_boot"])
+                            tracker=tracker, run_name=arm, n_boot=settings["n_boot"], ray_address=ray_address)
         for path in cv.out.glob("fold-*/checkpoints/last.pt"):  # resume state of finished fits: ~0.13 GB each
             path.unlink()
         results.append(_arm(arm, cv, arm_split, arm_truth, aggregate=aggregate, n_boot=settings["n_boot"],

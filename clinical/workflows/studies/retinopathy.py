@@ -79,7 +79,7 @@ def recipes(settings: dict[str, Any], *, seed: int) -> dict[str, TrainConfig]:
 
 
 def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: MlflowTracker | None,
-        coverage: float = COVERAGE, alpha: float = 0.1) -> StudyResult:
+        coverage: float = COVERAGE, alpha: float = 0.1, ray_address: str | None = None) -> StudyResult:
     """Run both arms and screen with each. On the user's ``cohort`` (ingested fundus photographs with the
     quality score, two eyes per patient) the report by grade is left out, since grades come from the
     synthetic ground truth."""
@@ -91,7 +91,7 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
     for i, (name, config) in enumerate(recipes(settings, seed=seed).items()):
         folder = out / "arms" / f"arm-{i}"
         cv = cross_validate(config, cohort_dir=cohort_dir, split_path=split, out=folder, tracker=tracker,
-                            run_name=name, n_boot=settings["n_boot"])
+                            run_name=name, n_boot=settings["n_boot"], ray_address=ray_address)
         screening = screen_with_uncertainty(cv, cohort_dir=cohort_dir, split_path=split, grades=grades,
                                             passes=settings["passes"], coverage=coverage, alpha=alpha,
                                             n_boot=settings["n_boot"], tracker=tracker)

@@ -1,4 +1,5 @@
-"""Sharded ingest on a real local Ray cluster (a head and a worker node on 127.0.0.1) against a plain ingest."""
+"""A real local Ray cluster (a head and a worker node on 127.0.0.1): sharded ingest against a plain ingest, and
+cross-validation folds as cluster tasks against the same folds in one process."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import ray
+import torch
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
 from clinical.cohort.synthetic import generate_cohort
 from clinical.ingest import ingest
 from clinical.ingest.shards import SHARD_SIZE
+from clinical.training import TrainConfig
+from clinical.workflows import cross_validate, split_cohort
 
 KEY = "test-pseudonym-key"
-#: Set on the cluster's workers by the fault-injecting setup hook: the first decode there kills its worker.
+#: Set on the cluster's workers by the fault-injecting setup hooks: the first decode (or fit) there kills its worker.
 MARKER = "CLINICAL_TEST_KILL_MARKER"
 
 
@@ -112,3 +117,65 @@ def test_a_worker_killed_mid_shard_is_retried_without_duplicates(
     assert manifest["item_id"].is_unique
     assert report.rejections_by_code.get("worker-died", 0) == 0  # the shard was retried, not rejected
     assert _digest(cohort) == _digest(plain)
+
+
+def _kill_first_fit() -> None:
+    """Worker setup hook: the first fold trained on the cluster SIGKILLs its worker (marker file), later ones run."""
+    import clinical.workflows.crossval as crossval
+
+    marker = Path(os.environ[MARKER])
+    fit = crossval.fit
+
+    def dying_fit(*args, **kwargs):
+        try:
+            marker.open("x").close()
+        except FileExistsError:
+            return fit(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    crossval.fit = dying_fit
+
+
+def test_folds_as_cluster_tasks_give_the_folds_of_one_process_even_when_a_worker_dies(
+    cluster: Cluster, tree: Path, tmp_path: Path
+) -> None:
+    task = tree / "radiographs"
+    cohort = tmp_path / "cohort"
+    ingest([task], cohort, labels=task / "labels.csv", key=KEY, workers=0, progress=False)
+    split_cohort(cohort, tmp_path / "split.parquet", folds=2, seed=0)
+    config = TrainConfig.build(model="resnet18", image_size=(32, 32), epochs=1, batch_size=8, seed=0,
+                               early_stopping_patience=None)
+    common = {"cohort_dir": cohort, "split_path": tmp_path / "split.parquet", "n_boot": 50}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a one-CPU Ray task runs
+    try:
+        plain = cross_validate(config, out=tmp_path / "plain", **common)
+    finally:
+        torch.set_num_threads(threads)
+
+    marker = tmp_path / "killed"
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(address=cluster.address, log_to_driver=False, runtime_env={
+        "worker_process_setup_hook": _kill_first_fit, "env_vars": {MARKER: str(marker)},
+    })
+    try:
+        on_cluster = cross_validate(config, out=tmp_path / "cluster", ray_address=cluster.address, **common)
+    finally:
+        ray.shutdown()
+    assert marker.exists()  # one fold's worker did die, and the fold was trained again
+    assert [r.fold for r in on_cluster.results] == [r.fold for r in plain.results] == [0, 1]
+    assert all(Path(run.out).parent == tmp_path / "cluster" for run in on_cluster.fold_runs)
+    ours = on_cluster.pooled.sort_values("item_id", ignore_index=True)
+    theirs = plain.pooled.sort_values("item_id", ignore_index=True)
+    assert ours["item_id"].tolist() == theirs["item_id"].tolist()
+    probabilities = [c for c in ours.columns if c.startswith("prob")]
+    assert probabilities
+    np.testing.assert_allclose(ours[probabilities].to_numpy(float), theirs[probabilities].to_numpy(float), atol=1e-5)
+
+
+def test_a_study_that_cannot_cross_validate_on_a_cluster_refuses_one(tmp_path: Path) -> None:
+    from clinical.errors import ConfigurationError
+    from clinical.workflows.studies import run_study
+
+    with pytest.raises(ConfigurationError, match="cannot run on a cluster"):
+        run_study("kimianet", tmp_path, ray_address="127.0.0.1:1")
