@@ -15,7 +15,9 @@ Labels: a patient is ``positive`` when they have lymphoma-like lesions (1–3 sp
 lesion. Every CT slice is equally likely to cut a lesion wherever it lies along z, so nothing but the
 lesion tells a positive slice. Every patient also has
 1–2 *physiological* hot spots (bowel-like uptake) that look like lesions on PET alone but have nothing
-on CT. With ``ct_signal`` (the default) lesions are also enlarged, denser nodes on CT, so CT tells a
+on CT. Lesions and hot spots are bulky, of one size range (radius :data:`SPOT_RADIUS_FOV` of the field
+of view, 20–33 mm): a few CT pixels across even on a 32-pixel matrix, and wider than the PET's blur.
+With ``ct_signal`` (the default) lesions are also enlarged, denser nodes on CT, so CT tells a
 lesion from a hot spot and PET + CT beats PET only; without it lesions are invisible on CT.
 ``finding_strength`` scales the lesion uptake and CT contrast (0 removes both).
 
@@ -56,7 +58,7 @@ from clinical.cohort.synthetic.phi import INDEX_OFFSET, accession_number, fake_i
 from clinical.cohort.synthetic.records import balanced_labels, make_uid, opaque_name, rng_for, write_task_tables
 from clinical.cohort.synthetic.sizes import SizeSpec
 
-__all__ = ["CLASSES", "F18_HALF_LIFE_S", "SITES", "PetctSite", "generate_petct"]
+__all__ = ["CLASSES", "F18_HALF_LIFE_S", "SITES", "SPOT_RADIUS_FOV", "PetctSite", "generate_petct"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,11 @@ CLASSES = ("negative", "positive")
 F18_HALF_LIFE_S = 6586.2
 _STUDY_EPOCH = date(2021, 3, 1)
 _SERIES_SECONDS = 9 * 3600 + 30 * 60  # Series Time 09:30:00 (the common study time of new_dataset)
+
+
+#: Radius of lesions and hot spots as a fraction of the field of view (low, high): bulky nodes. Smaller spheres
+#: (2.5–4 %, about one CT pixel at 32 pixels and under one PET pixel) left a network too little to see.
+SPOT_RADIUS_FOV = (0.04, 0.06)
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ def _spots(rng: np.random.Generator, count: int, ct: _Grid, site: PetctSite) -> 
     """
     half_fov = site.field_of_view_mm / 2
     centre = ct.centre()
-    radii = rng.uniform(0.025, 0.04, size=count) * site.field_of_view_mm
+    radii = rng.uniform(*SPOT_RADIUS_FOV, size=count) * site.field_of_view_mm
     first = ct.origin[2]
     last = first + (ct.shape[0] - 1) * ct.spacing[0]
     centres = np.column_stack([

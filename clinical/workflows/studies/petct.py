@@ -35,6 +35,10 @@ and a generator can leak the label (an earlier one did, through centres and slic
 measures that floor, so an arm is only learning lesions where it beats the control. The study reports
 what it finds under ``findings``.
 
+The whole network learns at one rate (``layer_decay=1``): the fine-tuning default (half per stage below the
+head) leaves the stem of a from-scratch ResNet-18 at 1/32 of the head's rate, and it then barely learns the
+lesions (PET only 0.70 against 0.86 at one rate, on a 32-patient analogue).
+
 Every arm reads its slices with ``intensity="ingest"`` (:mod:`clinical.data.presets`): the CT window and
 SUVbw / 20 as ingest wrote them, the same scale in every slice. The default per-image z-score would keep
 the CT window's contrast but throw away the SUV scale, the quantitative uptake a PET reader relies on (a
@@ -125,8 +129,9 @@ def run(out: Path, *, size: str, cohort: str | Path | None, seed: int, tracker: 
                                                     folds=settings["folds"], seed=seed)
     truth = _truth(read_manifest(slices), read_manifest(cohort_dir))
     recipe = TrainConfig.build(model="resnet18", kind="image", in_channels=2, channels=("PT", "CT"),
-                               schedule="full", lr=1e-3, warmup_epochs=1.0, class_balance="weighted-loss",
-                               monitor_level="item", early_stopping_patience=None, intensity="ingest", seed=seed,
+                               schedule="full", lr=1e-3, layer_decay=1.0, warmup_epochs=1.0,
+                               class_balance="weighted-loss", monitor_level="item", early_stopping_patience=None,
+                               intensity="ingest", seed=seed,
                                **settings["recipe"])
     arms = {
         REFERENCE: (recipe, slices, slice_split, truth),
