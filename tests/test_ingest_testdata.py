@@ -122,3 +122,14 @@ def test_a_file_changed_since_the_scan_is_parsed_again(tmp_path):
     assert dataset_from_layout(layout, path.read_bytes()) is None
     _, pixels = dicom.load_pixels(path, layout=layout)
     assert float(pixels.min()) == float(ds.pixel_array.min()) - 1000
+
+
+def test_a_file_too_large_to_hold_in_memory_is_screened_from_its_header(monkeypatch):
+    """Past the in-memory limit a file is screened by a header-only parse before its pixels are read."""
+    from clinical.ingest import dicom
+    from clinical.ingest.options import IngestOptions
+
+    monkeypatch.setattr(dicom, "_IN_MEMORY_BYTES", 0)
+    path = pydicom.data.get_testdata_file("CT_small.dcm")
+    ds, pixels = dicom.load_pixels(path, IngestOptions())
+    np.testing.assert_array_equal(pixels[0, ..., 0], dicom.apply_modality_lut(pydicom.dcmread(path).pixel_array, ds))

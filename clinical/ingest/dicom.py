@@ -124,8 +124,8 @@ BURNED_IN_RISK_CLASSES = (
 )
 
 #: What :func:`screen` reads (header only, before Pixel Data).
-_SCREEN_TAGS = ["SOPClassUID", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated",
-                "BurnedInAnnotation"]
+_SCREEN_TAGS = ("SOPClassUID", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated",
+                "BurnedInAnnotation")
 
 #: Transfer syntaxes whose frames are JPEG, JPEG-LS, JPEG 2000 or HTJ2K codestreams, all ending in FF D9.
 _JPEG_FAMILY = frozenset({
