@@ -109,17 +109,17 @@ def test_the_scans_pixel_layout_decodes_as_a_parse_does(ct_window):
 def test_a_file_changed_since_the_scan_is_parsed_again(tmp_path):
     """A layout never decodes other bytes than those it was recorded from (the file's digest)."""
     from clinical.ingest import dicom
-    from clinical.ingest.layout import dataset_from_layout
+    from clinical.ingest.layout import header_from_layout
     from clinical.ingest.scan import scan_file
 
     path = tmp_path / "ct.dcm"
     ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
     ds.save_as(path)
     layout = scan_file(str(path), "ct.dcm", b"k" * 32)["pixels"]
-    assert dataset_from_layout(layout, path.read_bytes()) is not None
+    assert header_from_layout(layout, path.read_bytes()) is not None
     ds.RescaleIntercept = -1000  # same size, other pixels in HU
     ds.save_as(path)
-    assert dataset_from_layout(layout, path.read_bytes()) is None
+    assert header_from_layout(layout, path.read_bytes()) is None
     _, pixels = dicom.load_pixels(path, layout=layout)
     assert float(pixels.min()) == float(ds.pixel_array.min()) - 1000
 

@@ -67,7 +67,7 @@ from pydicom.uid import UID
 from clinical.errors import ConfigurationError, IngestError, InvalidSeriesError, UnsupportedFileError
 from clinical.ingest.identity import keyed_hash
 from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
-from clinical.ingest.layout import PIXEL_TAGS, dataset_from_layout
+from clinical.ingest.layout import PIXEL_TAGS, PixelHeader, header_from_layout
 from clinical.ingest.reasons import Reason, Rejected, looks_corrupt
 from clinical.ingest.units import DecodedItem, Unit
 
@@ -179,6 +179,9 @@ class DicomHeader:
     frame_key: str | None = None  # (0020,0052) Frame of Reference UID, keyed hash
 
 
+#: What the pixel pipeline reads: a parsed data set, or the scan's layout of a file that reads as one.
+Pixels = pydicom.Dataset | PixelHeader
+
 #: How deep this context is inside :func:`quiet_pydicom`: only the outermost silences and restores.
 _QUIET_DEPTH: ContextVar[int] = ContextVar("quiet_pydicom_depth", default=0)
 
@@ -189,7 +192,9 @@ def quiet_pydicom() -> Iterator[None]:
 
     pydicom logs invalid values (e.g. a malformed Patient's Birth Date) verbatim; the
     reasons we record instead name the file and the problem without values. Nested uses cost
-    nothing: a scan or a series wraps each file's many reads in one.
+    nothing: a scan or a series wraps each file's many reads in one. pydicom's default reading
+    validation (``WARN``) only warns, and those warnings are silenced here, so it is skipped
+    (``IGNORE``): it is a fifth of a small file's element reads. A ``RAISE`` set by the caller holds.
     """
     depth = _QUIET_DEPTH.get()
     token = _QUIET_DEPTH.set(depth + 1)
@@ -202,11 +207,15 @@ def quiet_pydicom() -> Iterator[None]:
     pydicom_logger = logging.getLogger("pydicom")
     previous = pydicom_logger.level
     pydicom_logger.setLevel(logging.CRITICAL + 1)
+    validation = pydicom.config.settings.reading_validation_mode
+    if validation == pydicom.config.WARN:
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        pydicom.config.settings.reading_validation_mode = validation
         pydicom_logger.setLevel(previous)
         _QUIET_DEPTH.reset(token)
 
@@ -294,7 +303,7 @@ def screen(source: str | Path | bytes | io.BytesIO, options: IngestOptions, *, c
     return screen_dataset(ds, options, count=count)
 
 
-def screen_dataset(ds: pydicom.Dataset, options: IngestOptions, *, count: int = 1) -> bool:
+def screen_dataset(ds: Pixels, options: IngestOptions, *, count: int = 1) -> bool:
     """:func:`screen` of a data set already parsed (its Pixel Data read but not decoded)."""
     try:
         with quiet_pydicom():
@@ -316,7 +325,7 @@ def screen_dataset(ds: pydicom.Dataset, options: IngestOptions, *, count: int = 
     return burned_in_risk(ds)
 
 
-def burned_in_risk(ds: pydicom.Dataset) -> bool:
+def burned_in_risk(ds: Pixels) -> bool:
     """Whether Burned In Annotation (0028,0301) is YES or the SOP class is one of :data:`BURNED_IN_RISK_CLASSES`."""
     uid = str(ds.get("SOPClassUID", "") or "")
     secondary_capture = BURNED_IN_RISK_CLASSES[0]
@@ -329,23 +338,25 @@ def burned_in_risk(ds: pydicom.Dataset) -> bool:
 
 def load_pixels(
     path: str | Path, options: IngestOptions | None = None, *, count: int = 1, layout: str | None = None
-) -> tuple[pydicom.Dataset, np.ndarray]:
+) -> tuple[Pixels, np.ndarray]:
     """Read only the elements the pixel pipeline uses, decode, apply the Modality LUT.
 
-    With the scan's ``layout`` of the file (:mod:`clinical.ingest.layout`), its data set is rebuilt
-    without a parse; otherwise only :data:`PIXEL_TAGS` are parsed (about a quarter less than the whole
-    header). With ``options``, the header is screened (:func:`screen`, ``count`` as there) before any
-    pixel is decoded: a file held in memory from the data set its pixels come from, a larger one from its
-    header before its Pixel Data is read. Should the reduced data set not decode, the whole file is read
-    and decoded again, so the shortcut never turns a good file into a rejection.
+    With the scan's ``layout`` of the file (:mod:`clinical.ingest.layout`), its values are read from
+    the layout and its pixels from the file, without a parse; otherwise only :data:`PIXEL_TAGS` are
+    parsed (about a quarter less than the whole header). With ``options``, the header is screened
+    (:func:`screen`, ``count`` as there) before any pixel is decoded: a file held in memory from the data
+    set its pixels come from, a larger one from its header before its Pixel Data is read. Should the
+    reduced data set not decode, the whole file is read and decoded again, so the shortcut never turns a
+    good file into a rejection.
 
     Returns
     -------
     dataset, pixels
-        The (reduced) data set and :func:`modality_pixels` of it.
+        The (reduced) data set, or the layout's :class:`~clinical.ingest.layout.PixelHeader` that reads
+        as one, and :func:`modality_pixels` of it.
     """
     data = Path(path).read_bytes() if Path(path).stat().st_size <= _IN_MEMORY_BYTES else None
-    reduced = dataset_from_layout(layout, data) if layout is not None and data is not None else None
+    reduced = header_from_layout(layout, data) if layout is not None and data is not None else None
     if reduced is None:
         readable = io.BytesIO(data) if data is not None else path
         if options is not None and data is None:
@@ -375,7 +386,7 @@ def _readable(source: str | Path | bytes) -> str | Path | io.BytesIO:
     return source
 
 
-def modality_pixels(ds: pydicom.Dataset) -> np.ndarray:
+def modality_pixels(ds: Pixels) -> np.ndarray:
     """Decode Pixel Data and apply the Modality LUT.
 
     Returns
@@ -417,7 +428,7 @@ def modality_pixels(ds: pydicom.Dataset) -> np.ndarray:
     return arr.reshape((frames, *arr.shape[-2:], 1)) if samples == 1 else arr.reshape((frames, *arr.shape[-3:]))
 
 
-def _check_codestreams(ds: pydicom.Dataset) -> None:
+def _check_codestreams(ds: Pixels) -> None:
     """Each frame of JPEG-family encapsulated Pixel Data must end with FF D9 (EOI, EOC), padding aside.
 
     Inside entropy-coded JPEG and JPEG 2000 data an FF is never followed by D9, so a frame
@@ -447,7 +458,7 @@ def _check_codestreams(ds: pydicom.Dataset) -> None:
 
 
 def window(
-    arr: np.ndarray, ds: pydicom.Dataset, *, modality: str, ct_window: str = DEFAULT_CT_WINDOW
+    arr: np.ndarray, ds: Pixels, *, modality: str, ct_window: str = DEFAULT_CT_WINDOW
 ) -> np.ndarray:
     """Map modality values to [0, 1] with the rule of the module docstring (float32, same shape).
 
@@ -487,14 +498,14 @@ def _linear(arr: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip((arr - low) / max(width, 1e-6), 0.0, 1.0)
 
 
-def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+def _header_window(ds: Pixels) -> tuple[float, float] | None:
     """First Window Center (0028,1050) / Window Width (0028,1051) of the file, if usable."""
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is None or width is None:
         return None
     try:
-        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue | list) else center)
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue | list) else width)
     except (TypeError, ValueError, IndexError):
         return None
     return (center, width) if width > 0 and math.isfinite(center) else None
@@ -505,7 +516,7 @@ def _hashed(ds: pydicom.Dataset, keyword: str, key: bytes) -> str | None:
     return keyed_hash(key, value) if value else None
 
 
-def _floats(ds: pydicom.Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+def _floats(ds: Pixels, keyword: str, count: int) -> tuple[float, ...] | None:
     value = ds.get(keyword)
     if value is None:
         return None
@@ -516,7 +527,7 @@ def _floats(ds: pydicom.Dataset, keyword: str, count: int) -> tuple[float, ...] 
     return values if len(values) == count and all(math.isfinite(v) for v in values) else None
 
 
-def _sop_class_name(ds: pydicom.Dataset) -> str:
+def _sop_class_name(ds: Pixels) -> str:
     uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
     if not uid:
         return "object without SOP Class UID"
@@ -530,7 +541,7 @@ def scrub_message(error: BaseException) -> str:
     return " ".join(text.split())[:160]
 
 
-def volume_spacing(ds: pydicom.Dataset) -> list[float]:
+def volume_spacing(ds: Pixels) -> list[float]:
     """(slice, row, column) spacing in mm of a multi-frame file; NaN where the file does not say.
 
     Looks in the Shared Functional Groups (5200,9229) Pixel Measures first (enhanced
@@ -570,7 +581,7 @@ def decode_multiframe(unit: Unit, options: IngestOptions) -> Iterator[DecodedIte
 
 def load_volume(
     unit: Unit, options: IngestOptions, *, budget_count: int = 1
-) -> tuple[np.ndarray, pydicom.Dataset, bool]:
+) -> tuple[np.ndarray, Pixels, bool]:
     """The ordered slices of one series in modality units (after the Modality LUT, per slice), unwindowed.
 
     ``budget_count`` multiplies the decoded-size budget check (the series of a multi-series unit).

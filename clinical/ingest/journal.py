@@ -31,8 +31,9 @@ STATE_FILE = "ingest_state.parquet"
 PARTS = "parts"
 #: Units decoded between two writes of a part.
 FLUSH_EVERY = 256
-#: 2: files by pseudonym, rejection codes, DICOM stack elements; 3: frame of reference; 4: pixel layouts
-_STATE_VERSION = 4
+#: 2: files by pseudonym, rejection codes, DICOM stack elements; 3: frame of reference; 4: pixel layouts;
+#: 5: layouts of converted values
+_STATE_VERSION = 5
 _STATE_COLUMNS = [
     "file", "size", "mtime_ns", "digest", "format", "stage", "code", "reason", "header", "stack", "pixels",
 ]

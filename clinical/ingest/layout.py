@@ -1,68 +1,102 @@
-"""Where a DICOM file's pixels lie and the elements that decode them, kept from the scan's one parse.
+"""What a DICOM file's decoding reads, kept from the scan's one parse: converted values and where its pixels lie.
 
-Decoding parsed each file's header a second time, about two thirds of a small file's decoding time.
-The scan's parse already holds the elements decoding reads (:data:`PIXEL_TAGS`) as pydicom read them,
-raw bytes not yet converted, and the offset and length of Pixel Data (7FE0,0010). :func:`layout_of`
-records them; :func:`dataset_from_layout` rebuilds from them and the file's bytes the very data set a
-parse of those elements gives, as pydicom builds one (a :class:`Dataset` of :class:`RawDataElement`,
-converted when read), so every decoder, LUT and window step after it is that of a parsed file.
+Decoding parsed each file's header a second time, and then read a dozen elements through the data set
+three times over (screening, pydicom's pixel options, the Modality LUT and the window): on a small file
+that was most of its decoding time. The scan's parse already holds those elements. :func:`layout_of`
+records their values as pydicom converted them (:data:`VALUE_TAGS`), the options pydicom's decoder takes
+from a data set (:func:`pydicom.pixels.utils.as_pixel_options`), and the offset and length of Pixel Data
+(7FE0,0010). :func:`header_from_layout` gives back a :class:`PixelHeader`: those values read as a data set
+is read, whose :attr:`~PixelHeader.pixel_array` is pydicom's decoder for the file's transfer syntax run
+on the file's Pixel Data bytes with those options, so every LUT and window step after it is that of a
+parsed file.
 
-Only what rebuilds exactly is recorded: a transfer syntax of native Pixel Data whose byte offsets are the
-file's (not deflated, not encapsulated); every pixel element a short value pydicom left raw (no
-sequence, no palette or LUT data it deferred). A file outside that, or whose bytes changed since the
-scan (its digest), is parsed as before. The elements are those of the Image Pixel, Modality LUT and VOI
-LUT modules and the SOP class: no identifier, nothing about the patient.
+Only what decodes exactly this way is recorded: a transfer syntax of native Pixel Data whose byte offsets
+are the file's (not deflated, not encapsulated), and none of the elements whose steps need the data set
+itself (:data:`_NEEDS_DATASET`: LUT and palette tables, functional groups, float pixel data). A file
+outside that, or whose bytes changed since the scan (its digest), is parsed as before. The values are
+those of the Image Pixel, Modality LUT, VOI LUT and geometry modules and the SOP class: no identifier,
+nothing about the patient.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from clinical.cohort.digest import bytes_digest
 
-__all__ = ["PIXEL_TAGS", "dataset_from_layout", "layout_of"]
+__all__ = ["PIXEL_TAGS", "VALUE_TAGS", "PixelHeader", "header_from_layout", "layout_of"]
 
-#: What decoding, the Modality LUT, windowing and spacing read (Image Pixel module, palettes, LUTs, geometry):
-#: the scan parses them too, and a layout keeps them.
-PIXEL_TAGS = (
+#: What screening, decoding, the Modality LUT and windowing read, and spacing: a layout keeps their values.
+VALUE_TAGS = (
     "SOPClassUID", "Modality", "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns",
-    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames",
-    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData", "FloatPixelData", "DoubleFloatPixelData",
-    "PixelPaddingValue", "PixelPaddingRangeLimit", "RescaleSlope", "RescaleIntercept", "RescaleType",
-    "ModalityLUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence",
+    "BitsAllocated", "BitsStored", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames",
+    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "BurnedInAnnotation",
+    "PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness",
+)
+#: A file with any of these is parsed at decoding: their steps read tables and sequences from the data set.
+_NEEDS_DATASET = (
+    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "FloatPixelData", "DoubleFloatPixelData",
+    "ModalityLUTSequence", "VOILUTSequence",
     "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
     "BluePaletteColorLookupTableDescriptor", "AlphaPaletteColorLookupTableDescriptor",
     "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
     "AlphaPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
     "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
-    "SegmentedAlphaPaletteColorLookupTableData", "PaletteColorLookupTableUID",
-    "SharedFunctionalGroupsSequence", "PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness",
-    "BurnedInAnnotation",
+    "SegmentedAlphaPaletteColorLookupTableData", "PaletteColorLookupTableUID", "SharedFunctionalGroupsSequence",
 )
-_PIXEL_TAG_NUMBERS = tuple(Tag(keyword) for keyword in PIXEL_TAGS)
+#: What the scan's parse reads for decoding: the parse of a file without a layout reads the same.
+PIXEL_TAGS = (*VALUE_TAGS, "HighBit", "PixelData", "PixelPaddingValue", "PixelPaddingRangeLimit", "RescaleType",
+              "VOILUTFunction", *_NEEDS_DATASET)
+_VALUE_TAG_NUMBERS = tuple((keyword, Tag(keyword)) for keyword in VALUE_TAGS)
+_NEEDS_DATASET_NUMBERS = tuple(Tag(keyword) for keyword in _NEEDS_DATASET)
 
 #: Transfer syntaxes whose Pixel Data is native and at its place in the file: (implicit VR, little endian).
 _NATIVE = {ImplicitVRLittleEndian: (True, True), ExplicitVRLittleEndian: (False, True),
            ExplicitVRBigEndian: (False, False)}
 _PIXEL_DATA = BaseTag(0x7FE00010)
-#: Other pixel payloads: a file with one of them is parsed (they are rare; their VRs differ).
-_OTHER_PAYLOADS = (BaseTag(0x7FE00008), BaseTag(0x7FE00009))
-#: An element longer than this is not recorded (palette and LUT data, long text): the file is parsed.
-_MAX_VALUE = 256
+
+
+class PixelHeader(dict):
+    """The recorded values of one file by keyword, with its Pixel Data: read as a parsed data set is read.
+
+    ``get``, ``in`` and attribute access by keyword work as on a :class:`~pydicom.dataset.Dataset`, so
+    screening, :func:`pydicom.pixels.apply_modality_lut`, windowing and spacing read it unchanged;
+    :attr:`pixel_array` is what the data set's would be. Written by hand because pydicom builds a data set
+    only from elements, whose every read converts and validates again.
+    """
+
+    def __init__(self, values: dict[str, Any], pixels: bytes, syntax: str, options: dict[str, Any]) -> None:
+        super().__init__(values, PixelData=pixels)
+        self._syntax = syntax
+        self._options = options
+
+    def __getattr__(self, keyword: str) -> Any:
+        try:
+            return self[keyword]
+        except KeyError:
+            raise AttributeError(keyword) from None
+
+    @property
+    def pixel_array(self) -> np.ndarray:
+        """The decoded pixels, by the decoder and options ``Dataset.pixel_array`` uses for this file."""
+        return get_decoder(self._syntax).as_array(self["PixelData"], validate=True, **self._options)[0]
 
 
 def layout_of(ds: pydicom.Dataset, digest: str) -> str | None:
-    """The layout of a parsed file as JSON (see the module docstring), or None when it cannot be rebuilt exactly.
+    """The layout of a parsed file as JSON (see the module docstring), or None when it cannot be decoded from one.
 
-    ``ds`` must be the parse of the whole file with Pixel Data deferred, before any of
-    :data:`PIXEL_TAGS` has been read (reading converts an element and its raw bytes are gone; such a
-    file is then only parsed again at decoding, never decoded wrongly). ``digest`` is the file's content
+    ``ds`` must be the parse of the whole file with Pixel Data deferred; ``digest`` is the file's content
     digest. Never raises: a layout only saves time, so an odd file simply gets none.
     """
     try:
@@ -79,45 +113,36 @@ def _layout(ds: pydicom.Dataset, digest: str) -> str | None:
     pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True)
     if not isinstance(pixels, RawDataElement) or pixels.length in (0, 0xFFFFFFFF):  # encapsulated: undefined
         return None
-    if any(tag in ds for tag in _OTHER_PAYLOADS):
+    if any(tag in ds for tag in _NEEDS_DATASET_NUMBERS):
         return None
-    elements = []
-    for tag in _PIXEL_TAG_NUMBERS:
-        if tag == _PIXEL_DATA or tag not in ds:
-            continue
-        raw = ds.get_item(tag, keep_deferred=True)
-        if not isinstance(raw, RawDataElement) or raw.length > _MAX_VALUE or (raw.value is None and raw.length):
-            return None  # converted, long, or deferred (pydicom keeps some empty values as None)
-        elements.append([int(tag), raw.VR, None if raw.value is None else raw.value.hex()])
-    return json.dumps({"digest": digest, "syntax": syntax, "pixel_data": [pixels.value_tell, pixels.length,
-                                                                          pixels.VR], "elements": elements})
+    values = {keyword: _plain(ds[tag].value) for keyword, tag in _VALUE_TAG_NUMBERS if tag in ds}
+    if str(values.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
+        return None
+    options = {**as_pixel_options(ds), "pixel_keyword": "PixelData", "pixel_vr": pixels.VR}
+    return json.dumps({"digest": digest, "syntax": syntax, "pixel_data": [pixels.value_tell, pixels.length],
+                       "values": values, "options": options}, allow_nan=False)
 
 
-def dataset_from_layout(layout: str, data: bytes) -> pydicom.Dataset | None:
-    """The data set of the recorded elements and Pixel Data from ``data`` (the file's bytes), or None.
+def _plain(value: Any) -> Any:
+    """A converted value as JSON holds it: pydicom's number and string types are subclasses of the plain ones."""
+    if isinstance(value, MultiValue | Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    raise TypeError(f"a {type(value).__name__} value is not recorded")  # bytes, sequences: parse the file instead
+
+
+def header_from_layout(layout: str, data: bytes) -> PixelHeader | None:
+    """The :class:`PixelHeader` of the file whose bytes are ``data``, from its layout, or None.
 
     None when ``data`` is not the content the layout was recorded from, or the layout cannot be read
     (the file is then parsed).
     """
     try:
         spec = json.loads(layout)
-        return _dataset(spec, data) if bytes_digest(data) == spec["digest"] else None
+        if bytes_digest(data) != spec["digest"]:
+            return None
+        offset, length = spec["pixel_data"]
+        return PixelHeader(spec["values"], data[offset:offset + length], spec["syntax"], spec["options"])
     except Exception:  # a damaged scan state: parse the file instead
         return None
-
-
-def _dataset(spec: dict, data: bytes) -> pydicom.Dataset:
-    implicit, little = _NATIVE[spec["syntax"]]
-    offset, length, vr = spec["pixel_data"]
-    elements = {}
-    for tag, element_vr, text in spec["elements"]:
-        value = None if text is None else bytes.fromhex(text)
-        elements[BaseTag(tag)] = RawDataElement(BaseTag(tag), element_vr, len(value or b""), value, 0, implicit,
-                                                little)
-    elements[_PIXEL_DATA] = RawDataElement(_PIXEL_DATA, vr, length, data[offset:offset + length], offset, implicit,
-                                           little)
-    ds = Dataset(elements)
-    ds.set_original_encoding(implicit, little)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(spec["syntax"])
-    return ds

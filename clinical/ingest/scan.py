@@ -285,9 +285,9 @@ def _record(path: str, key: bytes, record: dict) -> dict:
     if fmt == "dicom":
         try:
             parsed = dicom.parse_header(data if data is not None else path, extra_tags=(*STACK_TAGS, *PIXEL_TAGS))
-            if data is not None:  # before any element is read: reading converts it and its raw bytes are gone
-                record["pixels"] = layout_of(parsed, record["digest"])
             header, stack = dicom.header_of(parsed, key), stack_of(parsed, key)
+            if data is not None:  # after the header: the values it converted are read once
+                record["pixels"] = layout_of(parsed, record["digest"])
         except IngestError as error:
             return _rejected(record, "read", Reason.BAD_HEADER, str(error))
         record["header"] = json.dumps(asdict(header))
