@@ -65,6 +65,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from clinical.errors import ConfigurationError, IngestError, InvalidSeriesError, UnsupportedFileError
+from clinical.ingest.elements import CHARSET, read_wanted
 from clinical.ingest.identity import keyed_hash
 from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
 from clinical.ingest.layout import PIXEL_TAGS, PixelHeader, header_from_layout
@@ -112,6 +113,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 DEFAULT_CT_WINDOW = "soft_tissue"
 
 _IN_MEMORY_BYTES = 64 << 20
+#: Values longer than this are not read by the header parse (pydicom defers them).
+_DEFER_BYTES = 1024
 
 #: SOP classes that often carry burned-in text: Secondary Capture (1.2.840.10008.5.1.4.1.1.7 and its
 #: multi-frame variants .7.1–.7.4) and Ultrasound (single- and multi-frame, current and retired).
@@ -226,18 +229,30 @@ def _tags(keywords: tuple[str, ...]) -> list[BaseTag]:
     return [Tag(keyword) for keyword in dict.fromkeys(keywords)]
 
 
+@lru_cache(maxsize=8)
+def _tag_set(keywords: tuple[str, ...]) -> frozenset[int]:
+    """:func:`_tags` as the set a walk of the elements looks up, with the character set pydicom always reads."""
+    return frozenset(int(tag) for tag in _tags(keywords)) | {CHARSET}
+
+
 def parse_header(source: str | Path | bytes, extra_tags: Sequence[str] = ()) -> pydicom.Dataset:
     """The elements :func:`header_of` needs, and ``extra_tags``, in one parse (Pixel Data deferred, not read).
+
+    A file's bytes are walked by :func:`clinical.ingest.elements.read_wanted` where it gives pydicom's
+    result, else parsed by pydicom.
 
     Raises
     ------
     IngestError
         When the header cannot be parsed.
     """
+    keywords = (*_HEADER_TAGS, *extra_tags)
     try:
         with quiet_pydicom():
-            return pydicom.dcmread(_readable(source), force=True, defer_size=1024,
-                                   specific_tags=_tags((*_HEADER_TAGS, *extra_tags)))
+            if isinstance(source, bytes) and (ds := read_wanted(source, _tag_set(keywords), _DEFER_BYTES)) is not None:
+                return ds
+            return pydicom.dcmread(_readable(source), force=True, defer_size=_DEFER_BYTES,
+                                   specific_tags=_tags(keywords))
     except Exception as error:  # pydicom raises many types on broken headers; all mean "unreadable"
         raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
 
