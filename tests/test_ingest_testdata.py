@@ -202,3 +202,59 @@ def test_the_walk_declines_what_it_cannot_promise_to_read_as_pydicom_does(tmp_pa
     ds.save_as(tmp_path / "sq.dcm")
     walked, parsed = _walked_and_parsed((tmp_path / "sq.dcm").read_bytes())
     assert walked is None and "SharedFunctionalGroupsSequence" in parsed
+
+
+def test_a_headers_values_read_as_its_data_set_reads():
+    """Each element's value from :func:`values_of` equals the data set's own read of it, for every bundled file."""
+    from clinical.ingest import dicom
+    from clinical.ingest.values import Values, values_of
+
+    compared = 0
+    for path in _pydicom_files():
+        walked, parsed = _walked_and_parsed(path.read_bytes())
+        ds = walked if walked is not None else parsed
+        if isinstance(ds, Exception):
+            continue
+        with dicom.quiet_pydicom():
+            values = values_of(ds)
+            if not isinstance(values, Values):
+                continue
+            for keyword, value in values.items():
+                if keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") and value is None:
+                    assert keyword in ds, path.name  # deferred: known to be there, not read
+                    continue
+                assert value == ds[keyword].value, (path.name, keyword)
+            assert getattr(values, "file_meta", None) == getattr(ds, "file_meta", None)
+        compared += 1
+    assert compared >= 150
+
+
+def test_an_element_that_cannot_be_converted_leaves_the_data_set_to_report_it():
+    """values_of gives back the data set itself, so the scan's reads raise where a read of the data set raises."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    from clinical.ingest.values import values_of
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    tag = BaseTag(0x00280010)  # Rows, US: two bytes
+    ds._dict[tag] = RawDataElement(tag, "US", 3, b"\x01\x02\x03", 0, False, True)
+    assert values_of(ds) is ds
+
+
+def test_quiet_reading_skips_validation_that_only_warns_and_keeps_one_that_raises():
+    from pydicom import config
+
+    from clinical.ingest import dicom
+
+    before = config.settings.reading_validation_mode
+    try:
+        for mode, inside in ((config.WARN, config.IGNORE), (config.RAISE, config.RAISE)):
+            config.settings.reading_validation_mode = mode
+            with dicom.quiet_pydicom():
+                assert config.settings.reading_validation_mode == inside
+                with dicom.quiet_pydicom():
+                    assert config.settings.reading_validation_mode == inside
+            assert config.settings.reading_validation_mode == mode
+    finally:
+        config.settings.reading_validation_mode = before

@@ -71,6 +71,7 @@ from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
 from clinical.ingest.layout import PIXEL_TAGS, PixelHeader, header_from_layout
 from clinical.ingest.reasons import Reason, Rejected, looks_corrupt
 from clinical.ingest.units import DecodedItem, Unit
+from clinical.ingest.values import Values
 
 if TYPE_CHECKING:
     from clinical.ingest.options import IngestOptions
@@ -257,8 +258,9 @@ def parse_header(source: str | Path | bytes, extra_tags: Sequence[str] = ()) -> 
         raise IngestError(f"the DICOM header cannot be parsed ({type(error).__name__})") from error
 
 
-def header_of(ds: pydicom.Dataset, key: bytes) -> DicomHeader:
-    """The grouping elements of a parsed header, identifiers as keyed hashes.
+def header_of(ds: pydicom.Dataset | Values, key: bytes) -> DicomHeader:
+    """The grouping elements of a parsed header (or its :func:`~clinical.ingest.values.values_of`), identifiers as
+    keyed hashes.
 
     Raises
     ------

@@ -4,7 +4,7 @@ Decoding parsed each file's header a second time, and then read a dozen elements
 three times over (screening, pydicom's pixel options, the Modality LUT and the window): on a small file
 that was most of its decoding time. The scan's parse already holds those elements. :func:`layout_of`
 records their values as pydicom converted them (:data:`VALUE_TAGS`), the options pydicom's decoder takes
-from a data set (:func:`pydicom.pixels.utils.as_pixel_options`), and the offset and length of Pixel Data
+from a data set (those of ``pydicom.pixels.utils.as_pixel_options``), and the offset and length of Pixel Data
 (7FE0,0010). :func:`header_from_layout` gives back a :class:`PixelHeader`: those values read as a data set
 is read, whose :attr:`~PixelHeader.pixel_array` is pydicom's decoder for the file's transfer syntax run
 on the file's Pixel Data bytes with those options, so every LUT and window step after it is that of a
@@ -21,19 +21,21 @@ nothing about the patient.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
-from pydicom.pixels.utils import as_pixel_options
+from pydicom.pixels.utils import _IMAGE_PIXEL
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from clinical.cohort.digest import bytes_digest
+from clinical.ingest.values import Values
 
 __all__ = ["PIXEL_TAGS", "VALUE_TAGS", "PixelHeader", "header_from_layout", "layout_of"]
 
@@ -58,8 +60,9 @@ _NEEDS_DATASET = (
 #: What the scan's parse reads for decoding: the parse of a file without a layout reads the same.
 PIXEL_TAGS = (*VALUE_TAGS, "HighBit", "PixelData", "PixelPaddingValue", "PixelPaddingRangeLimit", "RescaleType",
               "VOILUTFunction", *_NEEDS_DATASET)
-_VALUE_TAG_NUMBERS = tuple((keyword, Tag(keyword)) for keyword in VALUE_TAGS)
 _NEEDS_DATASET_NUMBERS = tuple(Tag(keyword) for keyword in _NEEDS_DATASET)
+#: The Image Pixel elements pydicom's decoder reads from a data set, with its option names.
+_DECODER_OPTIONS = tuple((dictionary_keyword(tag), option) for tag, option in _IMAGE_PIXEL.items())
 
 #: Transfer syntaxes whose Pixel Data is native and at its place in the file: (implicit VR, little endian).
 _NATIVE = {ImplicitVRLittleEndian: (True, True), ExplicitVRLittleEndian: (False, True),
@@ -67,13 +70,12 @@ _NATIVE = {ImplicitVRLittleEndian: (True, True), ExplicitVRLittleEndian: (False,
 _PIXEL_DATA = BaseTag(0x7FE00010)
 
 
-class PixelHeader(dict):
+class PixelHeader(Values):
     """The recorded values of one file by keyword, with its Pixel Data: read as a parsed data set is read.
 
     ``get``, ``in`` and attribute access by keyword work as on a :class:`~pydicom.dataset.Dataset`, so
     screening, :func:`pydicom.pixels.apply_modality_lut`, windowing and spacing read it unchanged;
-    :attr:`pixel_array` is what the data set's would be. Written by hand because pydicom builds a data set
-    only from elements, whose every read converts and validates again.
+    :attr:`pixel_array` is what the data set's would be.
     """
 
     def __init__(self, values: dict[str, Any], pixels: bytes, syntax: str, options: dict[str, Any]) -> None:
@@ -81,31 +83,26 @@ class PixelHeader(dict):
         self._syntax = syntax
         self._options = options
 
-    def __getattr__(self, keyword: str) -> Any:
-        try:
-            return self[keyword]
-        except KeyError:
-            raise AttributeError(keyword) from None
-
     @property
     def pixel_array(self) -> np.ndarray:
         """The decoded pixels, by the decoder and options ``Dataset.pixel_array`` uses for this file."""
         return get_decoder(self._syntax).as_array(self["PixelData"], validate=True, **self._options)[0]
 
 
-def layout_of(ds: pydicom.Dataset, digest: str) -> str | None:
+def layout_of(ds: pydicom.Dataset, values: Mapping[str, Any], digest: str) -> str | None:
     """The layout of a parsed file as JSON (see the module docstring), or None when it cannot be decoded from one.
 
-    ``ds`` must be the parse of the whole file with Pixel Data deferred; ``digest`` is the file's content
-    digest. Never raises: a layout only saves time, so an odd file simply gets none.
+    ``ds`` must be the parse of the whole file with Pixel Data deferred, ``values`` its
+    :func:`~clinical.ingest.values.values_of`; ``digest`` is the file's content digest. Never raises: a
+    layout only saves time, so an odd file simply gets none.
     """
     try:
-        return _layout(ds, digest)
+        return _layout(ds, values, digest)
     except Exception:  # pydicom raises many types on odd elements
         return None
 
 
-def _layout(ds: pydicom.Dataset, digest: str) -> str | None:
+def _layout(ds: pydicom.Dataset, values: Mapping[str, Any], digest: str) -> str | None:
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
     if syntax not in _NATIVE or tuple(ds.original_encoding) != _NATIVE[syntax]:
@@ -115,12 +112,23 @@ def _layout(ds: pydicom.Dataset, digest: str) -> str | None:
         return None
     if any(tag in ds for tag in _NEEDS_DATASET_NUMBERS):
         return None
-    values = {keyword: _plain(ds[tag].value) for keyword, tag in _VALUE_TAG_NUMBERS if tag in ds}
-    if str(values.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
+    kept = {keyword: _plain(values[keyword]) for keyword in VALUE_TAGS if keyword in values}
+    if str(kept.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
         return None
-    options = {**as_pixel_options(ds), "pixel_keyword": "PixelData", "pixel_vr": pixels.VR}
     return json.dumps({"digest": digest, "syntax": syntax, "pixel_data": [pixels.value_tell, pixels.length],
-                       "values": values, "options": options}, allow_nan=False)
+                       "values": kept, "options": _decoder_options(values, pixels.VR)}, allow_nan=False)
+
+
+def _decoder_options(values: Mapping[str, Any], vr: str | None) -> dict[str, Any]:
+    """The options pydicom's decoder takes from a data set (``as_pixel_options``, Pixel Data's keyword and VR).
+
+    From the converted values: ``as_pixel_options`` reads the data set's elements again.
+    """
+    options = {option: values[keyword] for keyword, option in _DECODER_OPTIONS if keyword in values}
+    frames = options.get("number_of_frames", 1)
+    frames = int(frames) if isinstance(frames, str) else frames
+    options["number_of_frames"] = 1 if frames in (None, 0) else frames  # as pydicom assumes, with a warning
+    return {**options, "pixel_keyword": "PixelData", "pixel_vr": vr}
 
 
 def _plain(value: Any) -> Any:

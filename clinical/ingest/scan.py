@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from clinical.ingest.layout import PIXEL_TAGS, layout_of
 from clinical.ingest.options import DEFAULT_EXCLUDE
 from clinical.ingest.reasons import Reason
 from clinical.ingest.series import STACK_TAGS, stack_of
+from clinical.ingest.values import values_of
 
 __all__ = ["Walk", "as_list", "scan", "scan_file", "sources_fingerprint", "walk", "walk_all"]
 
@@ -285,12 +286,13 @@ def _record(path: str, key: bytes, record: dict) -> dict:
     if fmt == "dicom":
         try:
             parsed = dicom.parse_header(data if data is not None else path, extra_tags=(*STACK_TAGS, *PIXEL_TAGS))
-            header, stack = dicom.header_of(parsed, key), stack_of(parsed, key)
-            if data is not None:  # after the header: the values it converted are read once
-                record["pixels"] = layout_of(parsed, record["digest"])
+            values = values_of(parsed)
+            header, stack = dicom.header_of(values, key), stack_of(values, key)
+            if data is not None:
+                record["pixels"] = layout_of(parsed, values, record["digest"])
         except IngestError as error:
             return _rejected(record, "read", Reason.BAD_HEADER, str(error))
-        record["header"] = json.dumps(asdict(header))
+        record["header"] = json.dumps(vars(header))  # its fields are plain values: no deep copy
         record["stack"] = json.dumps(stack)
     return record
 

@@ -38,6 +38,7 @@ import pydicom
 from clinical.errors import IngestError, InvalidSeriesError
 from clinical.ingest.dicom import quiet_pydicom
 from clinical.ingest.identity import keyed_hash
+from clinical.ingest.values import Values
 
 __all__ = [
     "DUPLICATE_TOLERANCE_MM",
@@ -120,8 +121,9 @@ def order_slices(
     return [int(i) for i in order], spacing
 
 
-def stack_of(ds: pydicom.Dataset, key: bytes) -> dict:
-    """The elements of one parsed file (at least :data:`STACK_TAGS`) that split its series into stacks.
+def stack_of(ds: pydicom.Dataset | Values, key: bytes) -> dict:
+    """The elements of one parsed file (at least :data:`STACK_TAGS`, or their
+    :func:`~clinical.ingest.values.values_of`) that split its series into stacks.
 
     Returns ``{"instance", "echo", "temporal", "acquisition", "image_type", "transfer_syntax", "samples",
     "bits"}`` (the SOP Instance UID as a keyed hash), None for what the file does not have.
