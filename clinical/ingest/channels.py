@@ -28,7 +28,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pydicom
-from scipy import ndimage
 
 from clinical.ingest.dicom import load_volume, quiet_pydicom, window
 from clinical.ingest.intensity import percentile_scale, unit_interval_to_uint16
@@ -141,6 +140,8 @@ def decode_channels(unit: Unit, options: IngestOptions) -> Iterator[DecodedItem]
     for part, first, values, affine in channels:
         if part is not grid:
             to_part = np.linalg.inv(affine) @ ref_affine
+            from scipy import ndimage  # here: scipy costs a worker that decodes no series pair half a second
+
             values = ndimage.affine_transform(values, to_part[:3, :3], offset=to_part[:3, 3], output_shape=ref_shape,
                                               order=1, mode="constant", cval=float(values.min()))
         if part.modality == "PT":

@@ -13,13 +13,14 @@ so that a served prediction (``clinical.tracking.pyfunc``) sees the array a trai
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from clinical.errors import ConfigurationError, IngestError
-from clinical.ingest import channels, dicom, nifti, photos, slides
+from clinical.ingest import channels, dicom
 from clinical.ingest.options import IngestOptions
 from clinical.ingest.plan import plan_units
 from clinical.ingest.reasons import Rejected
@@ -32,14 +33,16 @@ __all__ = ["Decoder", "Decoding", "decode", "decoder_for", "decoder_names", "rea
 #: A decoder: the items of one unit, arrays in the cache dtype, channels first; raises IngestError on bad input.
 Decoder = Callable[[Unit, IngestOptions], Iterator[DecodedItem]]
 
-_DECODERS: dict[str, Decoder] = {
+#: Each decoder, or where it lives: a format's libraries (nibabel, scikit-image, scipy) load when a unit of
+#: that format is first decoded, so a worker that decodes DICOM does not spend a second importing them.
+_DECODERS: dict[str, Decoder | str] = {
     "dicom_image": dicom.decode_image,
     "dicom_multiframe": dicom.decode_multiframe,
     "dicom_volume": dicom.decode_volume,
     channels.DECODER: channels.decode_channels,
-    "nifti": nifti.decode,
-    "slide": slides.decode,
-    "photo": photos.decode,
+    "nifti": "clinical.ingest.nifti:decode",
+    "slide": "clinical.ingest.slides:decode",
+    "photo": "clinical.ingest.photos:decode",
 }
 
 #: Identity does not matter for a single file: nothing is hashed into an output.
@@ -60,9 +63,13 @@ def decoder_for(name: str) -> Decoder:
         When no decoder has that name.
     """
     try:
-        return _DECODERS[name]
+        decoder = _DECODERS[name]
     except KeyError:
         raise ConfigurationError(f"No decoder is named {name!r}; the decoders are {list(_DECODERS)}.") from None
+    if isinstance(decoder, str):
+        module, function = decoder.split(":")
+        decoder = _DECODERS[name] = getattr(importlib.import_module(module), function)
+    return decoder
 
 
 def register_decoder(name: str, decoder: Decoder) -> Decoder:

@@ -14,8 +14,9 @@ Stages, each restartable:
    the options) already has rows in ``parts/`` is skipped: reruns only do new or
    changed work, and an interrupted run resumes where it stopped.
 
-   Worker isolation: at most one unit per worker is in flight. When a worker dies (killed
-   by the kernel for memory, a crash in a codec), the pool breaks; the units that were in
+   Worker isolation: at most two units per worker are in flight (the second waits in the
+   pool's queue, so a worker never idles while this process takes a result). When a worker
+   dies (killed by the kernel for memory, a crash in a codec), the pool breaks; the units that were in
    flight are run again, each in a process of its own, so the death is attributed to its
    unit, which is rejected (code ``worker-died``, with the signal), and a fresh pool takes
    the rest. The rejection is kept in ``parts/`` like any other, so a rerun does not decode
@@ -309,6 +310,8 @@ def ingest(
 # -- run ---------------------------------------------------------------------------------------------------------
 
 
+#: Units in flight per worker: one decoding, one queued behind it.
+_IN_FLIGHT = 2
 #: Codes of units that ``retry_failed`` decodes again.
 _RETRYABLE = frozenset({Reason.WORKER_DIED, Reason.OUT_OF_MEMORY})
 
@@ -342,7 +345,7 @@ def _run(
 
 
 class _IsolatingPool:
-    """A process pool with at most one unit in flight per worker, replaced when a worker dies.
+    """A process pool with at most :data:`_IN_FLIGHT` units in flight per worker, replaced when a worker dies.
 
     :attr:`executor` is the pool in use (a new one after a death), which scanning also uses;
     the caller shuts it down.
@@ -357,7 +360,7 @@ class _IsolatingPool:
         queue = deque(units)
         running: dict[Future, Unit] = {}
         while queue or running:
-            while queue and len(running) < self.workers:
+            while queue and len(running) < _IN_FLIGHT * self.workers:
                 unit = queue.popleft()
                 running[self.executor.submit(_run_unit, unit, options, cohort)] = unit
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
