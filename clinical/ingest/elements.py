@@ -11,7 +11,9 @@ It gives None, and the caller parses with pydicom, wherever the walk might not g
 exactly: no 'DICM' prefix, no or a deflated transfer syntax, a private one, a command set, a first
 element whose VR says otherwise than the transfer syntax, a VR pydicom does not know, an item or
 delimiter out of place, a wanted element of undefined length other than encapsulated Pixel Data, or
-anything running past the end of the data.
+anything running past the end of the data. One difference is left, in malformed files only: an item of
+defined length inside a skipped sequence is skipped by its length, where pydicom reads its elements and
+goes on from wherever the last of them ends.
 """
 
 from __future__ import annotations
