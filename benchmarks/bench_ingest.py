@@ -10,7 +10,11 @@ under three site folders. Each run is in a fresh process, so its peak RSS is its
 - ``ingest_full``: the whole ingest (scan, grouping, decoding, windowing, ``.npy``
   cache, manifest) with the default workers vs ``dcmread`` + ``pixel_array`` in a loop
   (which caches nothing and writes nothing);
-- ``ingest_full_one_process``: the same with ``workers=0``, so the ratio is per core.
+- ``ingest_full_one_process``: the same with ``workers=0``, so the ratio is per core;
+- ``ingest_header_scan_marginal``: the scan's cost per file beyond its fixed cost (the workers'
+  start and imports, planning, the scan state), from the full run and a run on one of the three
+  site folders: (files − folder's files) / (scan seconds − folder's scan seconds), against the
+  same header loop. What an archive much larger than the tree would see.
 
 Files/s for both, their ratio, and peak RSS (MiB) of the measuring process and of
 its largest worker. Run with ``python -m benchmarks bench_ingest``.
@@ -80,7 +84,10 @@ def _measure(kind: str, tree: str, out: str, queue) -> None:
     paths = sorted(Path(tree).rglob("*.dcm"))
     start = time.perf_counter()
     scan_seconds = float("nan")
-    if kind in ("ours", "ours_one_process"):
+    if kind == "ours_site":
+        paths = sorted((Path(tree) / "site0").rglob("*.dcm"))
+        tree = str(Path(tree) / "site0")
+    if kind in ("ours", "ours_one_process", "ours_site"):
         report = ingest(tree, out, key="bench-key", workers=0 if kind == "ours_one_process" else None, progress=False)
         if report.ingested != len(paths):
             raise RuntimeError(f"expected {len(paths)} files ingested, got {report.summary()}")
@@ -93,7 +100,7 @@ def _measure(kind: str, tree: str, out: str, queue) -> None:
             _ = pydicom.dcmread(path).pixel_array
     seconds = time.perf_counter() - start
     queue.put({"files_per_s": len(paths) / seconds, "scan_files_per_s": len(paths) / scan_seconds,
-               "rss": _peak_rss_mib()})
+               "files": len(paths), "scan_seconds": scan_seconds, "rss": _peak_rss_mib()})
 
 
 def measure(kind: str, tree: Path, out: Path) -> dict:
@@ -119,6 +126,7 @@ def main() -> int:
         workers = min(os.cpu_count() or 1, 8)
         cohort = Path(scratch) / "cohort"
         ours = measure("ours", tree, cohort)
+        site = measure("ours_site", tree, cohort)
         serial = measure("ours_one_process", tree, cohort)
         headers = measure("header_loop", tree, cohort)
         pixels = measure("pixel_loop", tree, cohort)
@@ -126,6 +134,10 @@ def main() -> int:
         emit("ingest_header_scan", ours=round(ours["scan_files_per_s"], 1), baseline=round(headers["files_per_s"], 1),
              unit="files/s", higher_is_better=True, workers=workers, peak_rss_mib_baseline=round(headers["rss"][0], 1),
              **common)
+        marginal = (ours["files"] - site["files"]) / (ours["scan_seconds"] - site["scan_seconds"])
+        emit("ingest_header_scan_marginal", ours=round(marginal, 1), baseline=round(headers["files_per_s"], 1),
+             unit="files/s", higher_is_better=True, workers=workers, files=FILES, folder_files=site["files"],
+             cpus=os.cpu_count())
         for name, run, count in (("ingest_full", ours, workers), ("ingest_full_one_process", serial, 0)):
             emit(name, ours=round(run["files_per_s"], 1), baseline=round(pixels["files_per_s"], 1), unit="files/s",
                  higher_is_better=True, workers=count, peak_rss_mib_ours=round(run["rss"][0], 1),
