@@ -259,8 +259,9 @@ def parse_header(source: str | Path | bytes, extra_tags: Sequence[str] = ()) -> 
 
 
 def header_of(ds: pydicom.Dataset | Values, key: bytes) -> DicomHeader:
-    """The grouping elements of a parsed header (or its :func:`~clinical.ingest.values.values_of`), identifiers as
-    keyed hashes.
+    """The grouping elements of a parsed header or its values, identifiers as keyed hashes.
+
+    ``ds`` is the data set of :func:`parse_header`, or its :func:`~clinical.ingest.values.values_of`.
 
     Raises
     ------

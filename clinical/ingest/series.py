@@ -122,8 +122,9 @@ def order_slices(
 
 
 def stack_of(ds: pydicom.Dataset | Values, key: bytes) -> dict:
-    """The elements of one parsed file (at least :data:`STACK_TAGS`, or their
-    :func:`~clinical.ingest.values.values_of`) that split its series into stacks.
+    """The elements of one parsed file (at least :data:`STACK_TAGS`) that split its series into stacks.
+
+    ``ds`` is the parsed data set, or its :func:`~clinical.ingest.values.values_of`.
 
     Returns ``{"instance", "echo", "temporal", "acquisition", "image_type", "transfer_syntax", "samples",
     "bits"}`` (the SOP Instance UID as a keyed hash), None for what the file does not have.
