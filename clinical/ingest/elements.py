@@ -89,16 +89,17 @@ class _Walk:
         self.data, self.end, self.implicit, self.little = data, len(data), implicit, little
         self.wanted, self.defer_size, self.found = wanted, defer_size, found
         self.head = Struct(endian + ("HHL" if implicit else "HH2sH"))  # tag, (VR,) length
-        self.tag = Struct(endian + "HH")
+        self.item = Struct(endian + "HHL")  # items and delimiters have no VR in either encoding
         self.u32 = Struct(endian + "L")
 
     def elements(self, pos: int, *, top: bool) -> int:
         """Walk elements from ``pos`` to the end (top level) or to an item delimiter; return the position after."""
         data, end, implicit, wanted = self.data, self.end, self.implicit, self.wanted
         head, u32 = self.head, self.u32
-        looks_explicit = end - pos >= 6 and 0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B
-        if (top or not implicit) and end - pos >= 6 and looks_explicit == implicit:  # pydicom's guess of the encoding
-            raise _Unlike("the first element's VR says otherwise than the transfer syntax")
+        if (top or not implicit) and end - pos >= 6:  # pydicom's guess of the encoding from the first element
+            looks_explicit = 0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B
+            if looks_explicit == implicit:
+                raise _Unlike("the first element's VR says otherwise than the transfer syntax")
         while end - pos >= 8:
             if implicit:
                 group, number, length = head.unpack_from(data, pos)
@@ -134,22 +135,25 @@ class _Walk:
             return pos  # pydicom stops at fewer than 8 bytes
         raise _Unlike("an item runs past the end")
 
-    def items(self, pos: int) -> int:
-        """Skip a value of undefined length, item by item, to its sequence delimiter; return the position after."""
+    def items(self, pos: int, *, fragments: bool = False) -> int:
+        """Skip a value of undefined length, item by item, to its sequence delimiter; return the position after.
+
+        ``fragments``: the items of encapsulated Pixel Data, each of defined length, as pydicom reads them.
+        """
         data, end = self.data, self.end
         while True:
             if end - pos < 8:
                 raise _Unlike("a sequence runs past the end")
-            group, number = self.tag.unpack_from(data, pos)
-            tag, length = group << 16 | number, self.u32.unpack_from(data, pos + 4)[0]
+            group, number, length = self.item.unpack_from(data, pos)
+            tag = group << 16 | number
             pos += 8
             if tag == _SEQUENCE_END:
                 return pos
             if tag != _ITEM:
                 raise _Unlike("no item where one belongs")
-            if length == _UNDEFINED:
+            if length == _UNDEFINED and not fragments:
                 pos = self.elements(pos, top=False)
-            elif pos + length > end:
+            elif length == _UNDEFINED or pos + length > end:
                 raise _Unlike("an item runs past the end")
             else:
                 pos += length
@@ -164,27 +168,12 @@ class _Walk:
         self.found[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, pos, self.implicit, self.little)
 
     def _keep_encapsulated(self, tag: int, raw_vr: bytes | None, pos: int) -> int:
-        """Encapsulated Pixel Data as pydicom reads it (its fragments counted, deferred when long)."""
+        """Encapsulated Pixel Data as pydicom reads it: its fragments to the delimiter, deferred when long."""
         vr = raw_vr.decode(default_encoding) if raw_vr is not None else None
         if vr not in ("OB", "OW"):
             raise _Unlike("a wanted element of undefined length")
-        data, end, start, count = self.data, self.end, pos, 0
-        while True:
-            if end - pos < 8:
-                raise _Unlike("encapsulated data runs past the end")
-            group, number = self.tag.unpack_from(data, pos)
-            tag_read = group << 16 | number
-            if tag_read == _SEQUENCE_END:
-                count += 4
-                break
-            if tag_read != _ITEM:
-                raise _Unlike("no fragment where one belongs")
-            length = self.u32.unpack_from(data, pos + 4)[0]
-            if pos + 8 + length > end:
-                raise _Unlike("a fragment runs past the end")
-            count += 8 + length
-            pos += 8 + length
-        value = None if self.defer_size <= count else data[start:start + count - 4]
-        self.found[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, _UNDEFINED, value, start, self.implicit,
-                                                  self.little)
-        return start + count + 4
+        after = self.items(pos, fragments=True)
+        count = after - 4 - pos  # pydicom counts the fragments and the delimiter's tag, not its length
+        value = None if self.defer_size <= count else self.data[pos:after - 8]
+        self.found[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, _UNDEFINED, value, pos, self.implicit, self.little)
+        return after

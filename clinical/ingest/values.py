@@ -16,9 +16,10 @@ from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 
+from clinical.ingest.elements import CHARSET
+
 __all__ = ["Values", "values_of"]
 
-_CHARSET = 0x00080005
 #: Pixel payloads: a deferred one is known to be there without reading it.
 _PAYLOADS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
@@ -59,7 +60,7 @@ def _values(ds: pydicom.Dataset) -> Values:
         elif element.value is None and element.length != 0:
             values[keyword] = None if tag in _PAYLOADS else ds[tag].value
         else:
-            encoding = default_encoding if tag == _CHARSET else charset
+            encoding = default_encoding if tag == CHARSET else charset
             values[keyword] = convert_raw_data_element(element, encoding=encoding, ds=ds).value
     if (meta := getattr(ds, "file_meta", None)) is not None:
         values.file_meta = meta
