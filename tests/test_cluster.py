@@ -84,10 +84,10 @@ def test_sharded_ingest_gives_the_plain_cohort(cluster: Cluster, tree: Path, pla
 
 def _kill_first_decode() -> None:
     """Worker setup hook: the first unit decoded on the cluster SIGKILLs its worker (marker file), later ones run."""
-    import clinical.ingest.engine as engine
+    import clinical.ingest.worker as worker
 
     marker = Path(os.environ[MARKER])
-    decode = engine.decode
+    decode = worker.decode
 
     def dying_decode(unit, options):
         try:
@@ -96,7 +96,7 @@ def _kill_first_decode() -> None:
             return decode(unit, options)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    engine.decode = dying_decode
+    worker.decode = dying_decode
 
 
 def test_a_worker_killed_mid_shard_is_retried_without_duplicates(

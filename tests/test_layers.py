@@ -81,3 +81,34 @@ def test_the_notebooks_reach_use_cases_through_the_application_layer():
     assert any(module == "clinical.workflows" for _, module in imported)
     offending = sorted((name, module) for name, module in imported if module.startswith(USE_CASE_LAYERS))
     assert not offending, offending
+
+
+#: What a module must not load on import, and why it matters: the CLI answers ``--help`` and starts a
+#: command without torch; a spawned ingest worker imports the script it was started from (``clinical``,
+#: so the CLI) and then only what scanning and decoding need.
+LIGHT_IMPORTS = {
+    "clinical.cli": ("torch", "monai", "pandas", "scipy", "sklearn", "mlflow", "prefect", "ray", "flwr"),
+    "clinical.ingest.scan": ("torch", "monai", "pandas", "pyarrow", "scipy", "sklearn"),
+    "clinical.ingest.worker": ("torch", "monai", "pandas", "pyarrow", "scipy", "sklearn"),
+    "clinical.workflows.ingest": ("torch", "monai", "scipy", "sklearn", "mlflow"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(LIGHT_IMPORTS))
+def test_light_modules_do_not_import_heavy_libraries(module: str):
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = set(result.stdout.split())
+    assert loaded.isdisjoint(LIGHT_IMPORTS[module]), sorted(loaded & set(LIGHT_IMPORTS[module]))
+
+
+@pytest.mark.parametrize("package", ["clinical.cohort", "clinical.ingest", "clinical.training", "clinical.workflows"])
+def test_every_lazy_export_resolves(package: str):
+    # every submodule imported first: one named like an export would shadow it (``from p import name`` → module)
+    code = (f"import importlib, pkgutil, types, {package} as p\n"
+            "for m in pkgutil.iter_modules(p.__path__): importlib.import_module(f'{p.__name__}.{m.name}')\n"
+            "wrong = [n for n in p.__all__ if isinstance(getattr(p, n, None), types.ModuleType | types.NoneType)]\n"
+            "assert sorted(dir(p)) == sorted(p.__all__)\n"
+            "print(wrong)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

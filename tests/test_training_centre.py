@@ -17,7 +17,7 @@ from clinical.models import create_model
 from clinical.splits import split_manifest
 from clinical.tracking.pyfunc import build_classifier
 from clinical.training import TrainConfig, fit, load_checkpoint
-from clinical.training.predict import predict
+from clinical.training.inference import predict
 
 
 @pytest.fixture(scope="module")

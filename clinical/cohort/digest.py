@@ -10,8 +10,10 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["bytes_digest", "code_digest", "file_digest", "files_digest", "table_digest"]
 

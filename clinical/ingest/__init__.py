@@ -17,13 +17,39 @@ real relative paths from the private map kept beside the key (never inside the c
 
 from __future__ import annotations
 
-from clinical.ingest.decode import decoder_for, read_file, register_decoder
-from clinical.ingest.engine import IngestReport, ingest
-from clinical.ingest.identity import keyed_hash, load_key, source_paths
-from clinical.ingest.labels import read_slice_labels
-from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions
-from clinical.ingest.scan import sources_fingerprint
-from clinical.ingest.units import DecodedItem
+from typing import TYPE_CHECKING
+
+from clinical.lazy import lazy_exports
+
+#: Name → module it comes from, loaded on first use (:mod:`clinical.lazy`): a worker that scans or
+#: decodes imports its own modules, not the engine's pandas.
+_SOURCES = {
+    "DEFAULTS": "clinical.ingest.options",
+    "DEFAULT_EXCLUDE": "clinical.ingest.options",
+    "DecodedItem": "clinical.ingest.units",
+    "IngestOptions": "clinical.ingest.options",
+    "IngestReport": "clinical.ingest.engine",
+    "decoder_for": "clinical.ingest.decode",
+    "ingest": "clinical.ingest.engine",
+    "keyed_hash": "clinical.ingest.identity",
+    "load_key": "clinical.ingest.identity",
+    "read_file": "clinical.ingest.decode",
+    "read_slice_labels": "clinical.ingest.labels",
+    "register_decoder": "clinical.ingest.decode",
+    "source_paths": "clinical.ingest.identity",
+    "sources_fingerprint": "clinical.ingest.scan",
+}
+
+if TYPE_CHECKING:
+    from clinical.ingest.decode import decoder_for, read_file, register_decoder
+    from clinical.ingest.engine import IngestReport, ingest
+    from clinical.ingest.identity import keyed_hash, load_key, source_paths
+    from clinical.ingest.labels import read_slice_labels
+    from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions
+    from clinical.ingest.scan import sources_fingerprint
+    from clinical.ingest.units import DecodedItem
+
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
 
 __all__ = [
     "DEFAULTS",

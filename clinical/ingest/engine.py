@@ -8,7 +8,7 @@ Stages, each restartable:
    (:mod:`clinical.ingest.journal`).
 2. **plan** units of work (:mod:`clinical.ingest.plan`); duplicates and inconsistent
    series are rejected here.
-3. **run** each unit through :func:`clinical.ingest.decode.decode` in a process pool
+3. **run** each unit through :func:`clinical.ingest.worker.run_unit` in a process pool
    (``workers=0`` runs in this process), saving arrays to ``COHORT/arrays/`` and
    streaming rows to ``COHORT/parts/``. A unit whose id (its files, their digests and
    the options) already has rows in ``parts/`` is skipped: reruns only do new or
@@ -35,7 +35,6 @@ at least one item) or rejected (one row in ``rejections.parquet``, with a ``code
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -52,14 +51,11 @@ from multiprocessing.connection import wait as wait_for_connections
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from clinical.cohort.manifest import MANIFEST_COLUMNS, REJECTION_COLUMNS, write_manifest, write_rejections
-from clinical.errors import ConfigurationError, IngestError, UnsupportedFileError
-from clinical.ingest.decode import decode
-from clinical.ingest.dicom import scrub_message
+from clinical.errors import ConfigurationError
 from clinical.ingest.identity import (
     check_cohort_key,
     cohort_identity,
@@ -68,13 +64,14 @@ from clinical.ingest.identity import (
     source_pseudonym,
     write_source_map,
 )
-from clinical.ingest.journal import PartsWriter, done_units, read_parts
+from clinical.ingest.journal import PartsWriter, done_units, read_parts, read_state, write_state
 from clinical.ingest.labels import KeyTable, read_key_table
 from clinical.ingest.options import DEFAULT_EXCLUDE, DEFAULTS, IngestOptions, default_workers
 from clinical.ingest.plan import plan_units
-from clinical.ingest.reasons import Reason, code_of
+from clinical.ingest.reasons import Reason
 from clinical.ingest.scan import as_list, scan, walk_all
 from clinical.ingest.units import Unit
+from clinical.ingest.worker import ARRAYS, Outcome, run_unit, run_unit_alone, unit_rejections
 
 if TYPE_CHECKING:
     from clinical.ingest.shards import RayPool
@@ -82,9 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["IngestReport", "ingest"]
 
 logger = logging.getLogger(__name__)
-
-_ARRAYS = "arrays"
-
 
 @dataclass
 class IngestReport:
@@ -239,7 +233,8 @@ def ingest(
     clock = time.perf_counter()
     pool = _pool(workers, ray_address)
     try:
-        records = scan(found, cohort, secret, pool.executor if pool else None, disable)
+        records = scan(found, read_state(cohort, secret), secret, pool.executor if pool else None, disable)
+        write_state(cohort, secret, records)
         names = _pseudonymise(cohort_id, secret, records, walked.skipped)
         units, rejections = plan_units(records, options, key=secret)
         seconds["scan"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -315,9 +310,6 @@ _IN_FLIGHT = 2
 #: Codes of units that ``retry_failed`` decodes again.
 _RETRYABLE = frozenset({Reason.WORKER_DIED, Reason.OUT_OF_MEMORY})
 
-Outcome = tuple[list[dict], list[dict]]
-
-
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
@@ -338,7 +330,7 @@ def _run(
     if not units:
         return
     writer = PartsWriter(cohort)
-    outcomes = pool.run(units, options, str(cohort)) if pool else (_run_unit(u, options, str(cohort)) for u in units)
+    outcomes = pool.run(units, options, str(cohort)) if pool else (run_unit(u, options, str(cohort)) for u in units)
     for outcome in tqdm(outcomes, total=len(units), desc="ingest", unit="unit", disable=disable):
         writer.add(*outcome)
     writer.flush()
@@ -362,7 +354,7 @@ class _IsolatingPool:
         while queue or running:
             while queue and len(running) < _IN_FLIGHT * self.workers:
                 unit = queue.popleft()
-                running[self.executor.submit(_run_unit, unit, options, cohort)] = unit
+                running[self.executor.submit(run_unit, unit, options, cohort)] = unit
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             suspects: list[Unit] = []
             for future in finished:
@@ -395,7 +387,7 @@ def _run_alone(units: list[Unit], options: IngestOptions, cohort: str, workers: 
         while pending and len(active) < workers:
             unit = pending.popleft()
             receive, send = context.Pipe(duplex=False)
-            process = context.Process(target=_run_unit_alone, args=(unit, options, cohort, send), daemon=True)
+            process = context.Process(target=run_unit_alone, args=(unit, options, cohort, send), daemon=True)
             process.start()
             send.close()  # the child holds the only sending end: its death makes ``receive`` ready (EOF)
             active[receive] = (unit, process)
@@ -408,12 +400,6 @@ def _run_alone(units: list[Unit], options: IngestOptions, cohort: str, workers: 
             receive.close()
             process.join()
             yield outcome if outcome is not None else ([], _died(unit, process.exitcode))
-
-
-def _run_unit_alone(unit: Unit, options: IngestOptions, cohort: str, send: Connection) -> None:
-    """Child process of :func:`_run_alone`: decode one unit and send its outcome."""
-    send.send(_run_unit(unit, options, cohort))
-    send.close()
 
 
 def _died(unit: Unit, exitcode: int | None) -> list[dict]:
@@ -429,53 +415,7 @@ def _died(unit: Unit, exitcode: int | None) -> list[dict]:
     else:
         how = f"exit code {exitcode}"
     reason = f"decoder process died: {how}; rerun with retry_failed=True to try again"
-    return _unit_rejections(unit, "decode", reason, Reason.WORKER_DIED)
-
-
-def _run_unit(unit: Unit, options: IngestOptions, cohort: str) -> Outcome:
-    """Decode one unit into items (arrays saved) or rejections (one per file); never raises."""
-    items: list[dict] = []
-    decoding = decode(unit, options)
-    try:
-        for item in decoding:
-            item_id = hashlib.sha256(f"{unit.source_digest}:{item.position}".encode()).hexdigest()[:24]
-            path = _save_array(Path(cohort), item_id, item.array)
-            items.append({
-                "item_id": item_id,
-                "unit_id": unit.unit_id,
-                "kind": item.kind,
-                "path": path,
-                "source": list(unit.files),
-                "shape": [int(s) for s in item.array.shape],
-                "spacing": [float(s) for s in item.spacing],
-                "source_digest": unit.source_digest,
-                **item.extra,
-            })
-        if not items:
-            raise UnsupportedFileError("the file holds no image")
-    except (IngestError, ConfigurationError) as error:
-        return [], _unit_rejections(unit, decoding.stage, str(error), code_of(error, stage=decoding.stage))
-    except MemoryError:
-        return [], _unit_rejections(unit, decoding.stage, "out of memory while decoding", Reason.OUT_OF_MEMORY)
-    except Exception as error:  # one bad unit must never stop the ingest; message scrubbed of quoted values
-        reason = f"unexpected {type(error).__name__}: {scrub_message(error)}"
-        return [], _unit_rejections(unit, decoding.stage, reason, code_of(error, stage=decoding.stage))
-    return items, []
-
-
-def _unit_rejections(unit: Unit, stage: str, reason: str, code: Reason) -> list[dict]:
-    return [{"unit_id": unit.unit_id, "file": name, "stage": stage, "reason": reason, "code": str(code)}
-            for name in unit.files]
-
-
-def _save_array(cohort: Path, item_id: str, array: np.ndarray) -> str:
-    relative = f"{_ARRAYS}/{item_id[:2]}/{item_id}.npy"
-    target = cohort / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{item_id}.{os.getpid()}.tmp.npy")
-    np.save(tmp, np.ascontiguousarray(array))
-    tmp.replace(target)
-    return relative
+    return unit_rejections(unit, "decode", reason, Reason.WORKER_DIED)
 
 
 # -- merge -------------------------------------------------------------------------------------------------------
@@ -549,7 +489,7 @@ def _printable(name: str) -> str:
 
 
 def _delete_orphan_arrays(cohort: Path, kept: set[str]) -> None:
-    folder = cohort / _ARRAYS
+    folder = cohort / ARRAYS
     if not folder.is_dir():
         return
     for path in folder.rglob("*.npy"):

@@ -55,7 +55,7 @@ def read_state(cohort: Path, key: bytes) -> dict[str, dict]:
 
 
 def write_state(cohort: Path, key: bytes, records: list[dict]) -> None:
-    """Replace the scan state with ``records``."""
+    """Replace the scan state with ``records``: only the state's columns are kept, never a ``name`` or ``path``."""
     table = pd.DataFrame(records, columns=_STATE_COLUMNS)
     table["state_key"] = key_fingerprint(key)
     table["version"] = _STATE_VERSION

@@ -57,31 +57,32 @@ def plan_units(records: list[dict], options: IngestOptions, *, key: bytes) -> tu
         else:
             first_of_digest[record["digest"]] = record["file"]
             usable.append(record)
-    usable = _unique_instances(usable, rejections)
+    parsed = [_parsed(record) for record in usable]
     fingerprint = options.fingerprint(key)
     units: list[Unit] = []
-    series: dict[str, list[tuple[dict, DicomHeader]]] = {}
-    for record in usable:
-        if record["format"] != "dicom":
+    series: dict[str, list[tuple[dict, DicomHeader, dict | None]]] = {}
+    for index in _unique_instances(usable, parsed, rejections):
+        record, (fields, stack) = usable[index], parsed[index]
+        if fields is None:
             units.append(_file_unit(record, fingerprint, key))
             continue
-        header = DicomHeader(**_header_fields(record["header"]))
+        header = DicomHeader(**fields)
         if not header.has_pixels or header.rows == 0 or header.columns == 0:
             reason = f"not an image: {header.sop_class} without Pixel Data (7FE0,0010) or Rows/Columns"
             rejections.append(_rejection(record["file"], "detect", Reason.NO_IMAGE, reason))
         elif header.frames == 1 and header.modality in VOLUME_MODALITIES and header.series_key:
-            series.setdefault(header.series_key, []).append((record, header))
+            series.setdefault(header.series_key, []).append((record, header, stack))
         else:
             decoder = "dicom_multiframe" if header.frames > 1 else "dicom_image"
             units.append(_dicom_unit(decoder, [record], header, fingerprint, key))
     for members in series.values():
-        headers = [h for _, h in members]
+        headers = [h for _, h, _ in members]
         stacks = split_stacks(
-            [json.loads(r["stack"]) if r.get("stack") else None for r, _ in members],
+            [stack for _, _, stack in members],
             [(h.rows, h.columns) for h in headers], [h.position for h in headers], [h.orientation for h in headers],
         )
         for stack in stacks:
-            units.extend(_stack_units([members[i] for i in stack], fingerprint, key))
+            units.extend(_stack_units([members[i][:2] for i in stack], fingerprint, key))
     if options.channels:
         units, refused = pair_channels(units, options.channels)
         rejections += [_rejection(f, "group", code, reason) for unit, code, reason in refused for f in unit.files]
@@ -106,48 +107,51 @@ def _stack_units(members: list[tuple[dict, DicomHeader]], fingerprint: str, key:
     return [_dicom_unit("dicom_volume", ordered, headers[0], fingerprint, key, spacing=spacing)]
 
 
-def _unique_instances(records: list[dict], rejections: list[dict]) -> list[dict]:
-    """Keep one file per instance (see :mod:`clinical.ingest.series` and :func:`~clinical.ingest.series.pick_instance`).
+def _parsed(record: dict) -> tuple[dict | None, dict | None]:
+    """A DICOM record's header fields and stack elements, parsed from their JSON once; ``(None, None)`` for others."""
+    if record["format"] != "dicom":
+        return None, None
+    fields = json.loads(record["header"])
+    for name in ("position", "orientation", "pixel_spacing"):
+        if fields[name] is not None:
+            fields[name] = tuple(fields[name])
+    return fields, json.loads(record["stack"]) if record.get("stack") else None
+
+
+def _unique_instances(
+    records: list[dict], parsed: list[tuple[dict | None, dict | None]], rejections: list[dict]
+) -> list[int]:
+    """Indices of the records kept: one file per instance (:func:`~clinical.ingest.series.pick_instance` chooses).
 
     An instance is its SOP Instance UID with its matrix (Rows, Columns, Number of Frames, Samples
     per Pixel, Bits Allocated): the same instance transcoded keeps them; other copies are rejected.
     """
-    copies: dict[str, list[int]] = {}
-    stacks = [json.loads(r["stack"]) if r["format"] == "dicom" and r.get("stack") else {} for r in records]
-    for index, stack in enumerate(stacks):
-        if stack.get("instance"):
-            header = json.loads(records[index]["header"])
-            identity = (stack["instance"], header["rows"], header["columns"], header["frames"],
+    copies: dict[tuple, list[int]] = {}
+    for index, (fields, stack) in enumerate(parsed):
+        if stack and stack.get("instance"):
+            identity = (stack["instance"], fields["rows"], fields["columns"], fields["frames"],
                         stack.get("samples"), stack.get("bits"))
-            copies.setdefault(json.dumps(identity), []).append(index)
+            copies.setdefault(identity, []).append(index)
     dropped: set[int] = set()
     for indices in copies.values():
         if len(indices) < 2:
             continue
-        kept = indices[pick_instance([records[i]["file"] for i in indices],
-                                     [stacks[i].get("transfer_syntax") for i in indices])]
-        for i in indices:
+        stacks = [parsed[i][1] for i in indices]
+        kept = indices[pick_instance([records[i]["file"] for i in indices], [s.get("transfer_syntax") for s in stacks])]
+        for i, stack in zip(indices, stacks, strict=True):
             if i != kept:
                 dropped.add(i)
-                syntax = stacks[i].get("transfer_syntax") or "unknown"
+                syntax = stack.get("transfer_syntax") or "unknown"
                 rejections.append(_rejection(
                     records[i]["file"], "group", Reason.DUPLICATE_INSTANCE,
                     f"duplicate instance: same SOP Instance UID (0008,0018) as {records[kept]['file']}, "
                     f"stored again (transfer syntax {syntax}); kept once",
                 ))
-    return [r for i, r in enumerate(records) if i not in dropped]
+    return [i for i in range(len(records)) if i not in dropped]
 
 
 def _rejection(file: str, stage: str, code: Reason | str, reason: str) -> dict:
     return {"file": file, "stage": stage, "code": str(code), "reason": reason}
-
-
-def _header_fields(text: str) -> dict:
-    fields = json.loads(text)
-    for name in ("position", "orientation", "pixel_spacing"):
-        if fields[name] is not None:
-            fields[name] = tuple(fields[name])
-    return fields
 
 
 def _unit_id(decoder: str, records: list[dict], fingerprint: str) -> str:

@@ -29,16 +29,17 @@ from clinical.errors import ConfigurationError, IngestError
 from clinical.ingest import dicom, slides
 from clinical.ingest.detect import detect_format
 from clinical.ingest.identity import source_pseudonym
-from clinical.ingest.journal import read_state, write_state
 from clinical.ingest.layout import PIXEL_TAGS, layout_of
 from clinical.ingest.options import DEFAULT_EXCLUDE
 from clinical.ingest.reasons import Reason
 from clinical.ingest.series import STACK_TAGS, stack_of
 from clinical.ingest.values import values_of
 
-__all__ = ["Walk", "as_list", "scan", "scan_file", "sources_fingerprint", "walk", "walk_all"]
+__all__ = ["Walk", "as_list", "scan", "scan_file", "scan_files", "sources_fingerprint", "walk", "walk_all"]
 
 _IN_MEMORY_BYTES = 64 << 20
+#: Files per worker task.
+_CHUNK = 32
 
 
 def as_list(sources: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -200,17 +201,17 @@ def _os_error(error: OSError) -> str:
 
 
 def scan(
-    found: list[tuple[str, str]], cohort: Path, key: bytes, executor: Executor | None, disable: bool | None
+    found: list[tuple[str, str]], previous: dict[str, dict], key: bytes, executor: Executor | None,
+    disable: bool | None,
 ) -> list[dict]:
     """One PHI-free record per file of :func:`walk` (digest, format, DICOM header with hashed identifiers).
 
     A record's ``file`` is the file's keyed pseudonym (:func:`~clinical.ingest.identity.source_pseudonym`),
     never its name: the name may carry PHI. The records returned also hold, for this process only,
-    ``name`` (the source-relative name) and ``path``. Records of unchanged files come from the
-    cohort's scan state, which is then replaced. ``executor`` scans in worker processes (None: in
-    this one); ``disable`` hides the progress bar.
+    ``name`` (the source-relative name) and ``path``. Records of unchanged files (same size and
+    mtime) come from ``previous``, the cohort's scan state (:func:`~clinical.ingest.journal.read_state`).
+    ``executor`` scans in worker processes (None: in this one); ``disable`` hides the progress bar.
     """
-    previous = read_state(cohort, key)
     pseudonyms = [source_pseudonym(key, name) for _, name in found]
     records: list[dict | None] = []
     todo: list[tuple[int, str, str]] = []
@@ -225,13 +226,25 @@ def scan(
         else:
             records.append(None)
             todo.append((index, path, pseudonym))
-    tasks = ([path for _, path, _ in todo], [p for _, _, p in todo], repeat(key))
-    results = executor.map(scan_file, *tasks, chunksize=32) if executor else map(scan_file, *tasks)
-    bar = tqdm(zip(todo, results, strict=True), total=len(todo), desc="scan", unit="file", disable=disable)
-    for (index, _, _), record in bar:
-        records[index] = record
-    write_state(cohort, key, records)
+    chunks = [todo[start:start + _CHUNK] for start in range(0, len(todo), _CHUNK)]
+    tasks = ([[path for _, path, _ in c] for c in chunks], [[name for _, _, name in c] for c in chunks], repeat(key))
+    results = executor.map(scan_files, *tasks) if executor else map(scan_files, *tasks)
+    with tqdm(total=len(todo), desc="scan", unit="file", disable=disable) as bar:
+        for chunk, scanned in zip(chunks, results, strict=False):  # strict: repeat(key) is endless
+            for (index, _, _), record in zip(chunk, scanned, strict=True):
+                records[index] = record
+            bar.update(len(chunk))
     return [{**record, "name": name, "path": path} for record, (path, name) in zip(records, found, strict=True)]
+
+
+def scan_files(paths: list[str], names: list[str], key: bytes) -> list[dict]:
+    """:func:`scan_file` over a chunk of files, inside one :func:`~clinical.ingest.dicom.quiet_pydicom`.
+
+    A chunk, not a file, is a worker's task: silencing and restoring pydicom's loggers once per file
+    cost a twentieth of a small file's scan (``Logger.setLevel`` clears every logger's cache).
+    """
+    with dicom.quiet_pydicom():
+        return [scan_file(path, name, key) for path, name in zip(paths, names, strict=True)]
 
 
 def scan_file(path: str, name: str, key: bytes) -> dict:

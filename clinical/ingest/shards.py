@@ -2,8 +2,8 @@
 
 ``ingest(..., ray_address=ADDRESS)`` walks, plans and merges in the calling process exactly as
 a plain ingest does; only the two parallel stages leave it. :class:`RayPool` stands in for the
-engine's process pool: its :attr:`~RayPool.executor` maps :func:`~clinical.ingest.scan.scan_file`
-over chunks of files, and :meth:`~RayPool.run` maps the engine's own ``_run_unit`` over shards
+engine's process pool: its :attr:`~RayPool.executor` maps :func:`~clinical.ingest.scan.scan_files`
+over chunks of files, and :meth:`~RayPool.run` maps :func:`~clinical.ingest.worker.run_unit` over shards
 of units, so a sharded cohort is the plain cohort (same items, same digest).
 
 Every node must see the sources and the cohort folder at the same paths (a shared volume):
@@ -27,10 +27,10 @@ from itertools import islice
 import ray
 from ray.exceptions import NodeDiedError, OutOfMemoryError, WorkerCrashedError
 
-from clinical.ingest.engine import Outcome, _run_unit, _unit_rejections
 from clinical.ingest.options import IngestOptions
 from clinical.ingest.reasons import Reason
 from clinical.ingest.units import Unit
+from clinical.ingest.worker import Outcome, run_unit, unit_rejections
 
 __all__ = ["SHARD_SIZE", "RayExecutor", "RayPool"]
 
@@ -78,7 +78,7 @@ class RayPool:
                 else:
                     reason = (f"decoder worker died on the cluster ({type(error).__name__}, "
                               f"{self.max_retries + 1} attempts); rerun with retry_failed=True to try again")
-                    yield [], _unit_rejections(shard[0], "decode", reason, Reason.WORKER_DIED)
+                    yield [], unit_rejections(shard[0], "decode", reason, Reason.WORKER_DIED)
 
 
 class RayExecutor(Executor):
@@ -114,8 +114,8 @@ class RayExecutor(Executor):
 
 
 def _run_shard(units: Sequence[Unit], options: IngestOptions, cohort: str) -> list[Outcome]:
-    """Ray task: decode the units of one shard with the engine's ``_run_unit`` (which never raises)."""
-    return [_run_unit(unit, options, cohort) for unit in units]
+    """Ray task: decode the units of one shard with :func:`~clinical.ingest.worker.run_unit` (which never raises)."""
+    return [run_unit(unit, options, cohort) for unit in units]
 
 
 def _map_chunk(fn: Callable, chunk: list[tuple]) -> list:

@@ -14,7 +14,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from clinical.data.presets import spatial_size
 from clinical.errors import ConfigurationError
 
 __all__ = ["TrainConfig", "load_config"]
@@ -132,6 +131,8 @@ class TrainConfig(BaseModel):
     @classmethod
     def _every_axis(cls, value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
         """One value becomes one per spatial axis here, so no reader of the config repeats it."""
+        from clinical.data.presets import spatial_size  # torch and MONAI load when a recipe is made, not for --help
+
         kind = info.data.get("kind")
         return value if kind is None else spatial_size(kind, value)  # no kind: its own error is reported
 

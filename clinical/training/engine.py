@@ -33,9 +33,9 @@ from clinical.training.callbacks import Callback
 from clinical.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clinical.training.config import TrainConfig
 from clinical.training.ddp import DistInfo, all_sum, init_distributed, resolve_device, sync_buffers, wrap_model
+from clinical.training.inference import predict
 from clinical.training.mixing import balanced_class_weights, build_mixer, loss_fn
 from clinical.training.optim import StageLR, build_optimizer
-from clinical.training.predict import predict
 from clinical.training.result import FitResult
 from clinical.training.schedule import FreezeSchedule
 from clinical.training.step import TrainStep

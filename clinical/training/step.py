@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from clinical.errors import ConfigurationError
+from clinical.training.inference import autocast, memory_format
 from clinical.training.mixing import BatchMixer
 from clinical.training.optim import StageLR
-from clinical.training.predict import autocast, memory_format
 
 __all__ = ["TrainStep"]
 

@@ -21,7 +21,7 @@ from torch import nn
 from clinical.data import ManifestDataset
 from clinical.errors import ConfigurationError
 from clinical.evaluation.predictions import prob_columns
-from clinical.training.predict import predict
+from clinical.training.inference import predict
 
 __all__ = ["UNCERTAINTY_COLUMNS", "predict_tta", "summarize_passes"]
 
@@ -59,7 +59,7 @@ def predict_tta(
 
     ``dataset`` must carry the training preset of its kind (``transform=preset(kind, train=True, size=...)``):
     its random part is the augmentation drawn anew in every pass.
-    Columns are those of :func:`clinical.training.predict.predict`, with ``prob_k`` the mean over passes,
+    Columns are those of :func:`clinical.training.inference.predict`, with ``prob_k`` the mean over passes,
     plus ``uncertainty`` (the spread over passes, see :func:`summarize_passes`) and ``entropy``. The
     passes run in this process (no loader workers), so that ``seed`` alone fixes every augmentation.
 

@@ -20,11 +20,11 @@ the recipe objects they need are re-exported here.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-#: Name → module it comes from. Loaded on first use, so that ``clinical --help`` does not wait for
-#: Flower, Ray and MLflow to import (SciPy's lazy loading, by hand: ten lines need no dependency).
+from clinical.lazy import lazy_exports
+
+#: Name → module it comes from, loaded on first use (:mod:`clinical.lazy`).
 _SOURCES = {
     "RunSettings": "clinical.federated.settings",
     "pretrain": "clinical.training.pretraining",
@@ -40,7 +40,7 @@ _SOURCES = {
     "TrainConfig": "clinical.training",
     "load_config": "clinical.training",
     "audit_cohort": "clinical.workflows.cohort",
-    "ingest_cohort": "clinical.workflows.cohort",
+    "ingest_cohort": "clinical.workflows.ingest",
     "split_cohort": "clinical.workflows.cohort",
     "slice_cohort": "clinical.workflows.slices",
     "trained_inflation": "clinical.workflows.inflation",
@@ -56,9 +56,9 @@ _SOURCES = {
     "pool_folds": "clinical.workflows.crossval",
     "read_cross_validation": "clinical.workflows.crossval",
     "train_fold": "clinical.workflows.crossval",
-    "RegisteredFederation": "clinical.workflows.federate",
-    "federate": "clinical.workflows.federate",
-    "track_federation": "clinical.workflows.federate",
+    "RegisteredFederation": "clinical.workflows.federation",
+    "federate": "clinical.workflows.federation",
+    "track_federation": "clinical.workflows.federation",
     "RegisteredModel": "clinical.workflows.register",
     "register_model": "clinical.workflows.register",
     "ModelReport": "clinical.workflows.report",
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from clinical.tracking.serve import ServeSettings, build_app, serve_model
     from clinical.training import TrainConfig, load_config
     from clinical.training.pretraining import pretrain
-    from clinical.workflows.cohort import audit_cohort, ingest_cohort, split_cohort
+    from clinical.workflows.cohort import audit_cohort, split_cohort
     from clinical.workflows.compare import bytes_curve, compare_training
     from clinical.workflows.crossval import (
         CrossValidation,
@@ -98,8 +98,9 @@ if TYPE_CHECKING:
         read_cross_validation,
         train_fold,
     )
-    from clinical.workflows.federate import RegisteredFederation, federate, track_federation
+    from clinical.workflows.federation import RegisteredFederation, federate, track_federation
     from clinical.workflows.inflation import trained_inflation
+    from clinical.workflows.ingest import ingest_cohort
     from clinical.workflows.pacs import PacsPrediction, predict_to_pacs
     from clinical.workflows.register import RegisteredModel, register_model
     from clinical.workflows.report import ModelReport, report_model
@@ -110,17 +111,7 @@ if TYPE_CHECKING:
     from clinical.workflows.studies import STUDIES, StudyResult, run_study
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _SOURCES:
-        raise AttributeError(f"module 'clinical.workflows' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
 
 __all__ = [
     "CHAMPION",

@@ -1,25 +1,20 @@
-"""From sources to a cohort, and from a cohort to a split with its leakage audit, as files."""
+"""From a cohort to a split with its leakage audit, as files."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clinical.cohort import cohort_digest, read_manifest
-from clinical.ingest import IngestReport, ingest
 from clinical.splits import audit_split, read_split, split_by_site, split_manifest, write_split
 from clinical.splits.inflation import N_SEEDS
 from clinical.splits.report import inflation_folds
-from clinical.training import TrainConfig
-from clinical.workflows.inflation import trained_inflation
 
-__all__ = ["audit_cohort", "ingest_cohort", "split_cohort"]
+if TYPE_CHECKING:
+    from clinical.training import TrainConfig
 
-
-def ingest_cohort(sources: list[str | Path], cohort_dir: str | Path, **options: Any) -> IngestReport:
-    """Ingest ``sources`` into ``cohort_dir`` (manifest, rejections, arrays); see :func:`clinical.ingest.ingest`."""
-    return ingest(sources, cohort_dir, **options)
+__all__ = ["audit_cohort", "split_cohort"]
 
 
 def split_cohort(cohort_dir: str | Path, out: str | Path, *, previous: str | Path | None = None,
@@ -52,6 +47,8 @@ def audit_cohort(cohort_dir: str | Path, split_path: str | Path, report_path: st
         options["inflation"] = False
     report = audit_split(read_manifest(cohort_dir), split, cohort_dir, meta=meta, **options)
     if recipe is not None:
+        from clinical.workflows.inflation import trained_inflation  # torch loads when the audit trains, not to ingest
+
         report["inflation"] = trained_inflation(
             recipe, cohort_dir=cohort_dir, out=Path(report_path).parent / f"{Path(report_path).stem}-inflation",
             folds=inflation_folds(meta), seed=int(meta.get("seed") or 0), n_boot=options.get("n_boot", 1000),
