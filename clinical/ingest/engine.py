@@ -71,7 +71,7 @@ from clinical.ingest.plan import plan_units
 from clinical.ingest.reasons import Reason
 from clinical.ingest.scan import as_list, scan, walk_all
 from clinical.ingest.units import Unit
-from clinical.ingest.worker import ARRAYS, Outcome, run_unit, run_unit_alone, unit_rejections
+from clinical.ingest.worker import ARRAYS, Outcome, ready, run_unit, run_unit_alone, unit_rejections
 
 if TYPE_CHECKING:
     from clinical.ingest.shards import RayPool
@@ -98,7 +98,7 @@ class IngestReport:
     digest: str
     kinds: dict[str, int]
     rejections_by_stage: dict[str, int]
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage: scan, run, merge
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage: walk, scan, run, merge
     rejections_by_code: dict[str, int] = field(default_factory=dict)
     skipped: int = 0  # entries of the walk that are not input files (FIFOs, links, unreadable folders, notes)
     #: Items of SOP classes that often carry burned-in text (secondary capture, ultrasound), or kept with
@@ -224,15 +224,16 @@ def ingest(
     label_table = read_key_table(labels, "label", secret) if labels is not None else KeyTable()
     site_table = read_key_table(sites, "site", secret) if sites is not None else KeyTable()
     skip = {Path(p).resolve() for p in (labels, sites) if p is not None}
-    walked = walk_all(sources, exclude=exclude, skip=skip, cohort=cohort.resolve())
-    found = walked.files
     cohort_id = _check_cohort(cohort, secret)
     disable = None if progress else True
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    pool = _pool(workers, ray_address)
+    pool = _pool(workers, ray_address)  # local workers start (and import) while the sources are walked
     try:
+        walked = walk_all(sources, exclude=exclude, skip=skip, cohort=cohort.resolve())
+        found = walked.files
+        seconds["walk"], clock = time.perf_counter() - clock, time.perf_counter()
         records = scan(found, read_state(cohort, secret), secret, pool.executor if pool else None, disable)
         write_state(cohort, secret, records)
         names = _pseudonymise(cohort_id, secret, records, walked.skipped)
@@ -311,7 +312,11 @@ _IN_FLIGHT = 2
 _RETRYABLE = frozenset({Reason.WORKER_DIED, Reason.OUT_OF_MEMORY})
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    """Spawned workers, started now: each imports the decoders (:func:`~clinical.ingest.worker.ready`) at once."""
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=ready)
+    for _ in range(workers):  # a pool spawns a worker per task submitted while none is idle
+        executor.submit(int)
+    return executor
 
 
 def _pool(workers: int, ray_address: str | None) -> _IsolatingPool | RayPool | None:

@@ -20,13 +20,17 @@ from clinical.ingest.options import IngestOptions
 from clinical.ingest.reasons import Reason, code_of
 from clinical.ingest.units import Unit
 
-__all__ = ["ARRAYS", "Outcome", "run_unit", "run_unit_alone", "unit_rejections"]
+__all__ = ["ARRAYS", "Outcome", "ready", "run_unit", "run_unit_alone", "unit_rejections"]
 
 #: The cohort's folder of decoded arrays.
 ARRAYS = "arrays"
 
 #: A unit's item rows and rejection rows (one of the two empty).
 Outcome = tuple[list[dict], list[dict]]
+
+
+def ready() -> None:
+    """A pool's initializer, so that a worker imports this module (the scan and the decoders with it) on start."""
 
 
 def run_unit(unit: Unit, options: IngestOptions, cohort: str) -> Outcome:
