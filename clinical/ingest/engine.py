@@ -80,6 +80,7 @@ __all__ = ["IngestReport", "ingest"]
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class IngestReport:
     """What one ingest did. ``ingested + rejected + skipped == found`` counts entries; ``items`` counts manifest rows.
@@ -310,6 +311,7 @@ def ingest(
 _IN_FLIGHT = 2
 #: Codes of units that ``retry_failed`` decodes again.
 _RETRYABLE = frozenset({Reason.WORKER_DIED, Reason.OUT_OF_MEMORY})
+
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     """Spawned workers, started now: each imports the decoders (:func:`~clinical.ingest.worker.ready`) at once."""

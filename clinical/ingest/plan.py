@@ -57,32 +57,30 @@ def plan_units(records: list[dict], options: IngestOptions, *, key: bytes) -> tu
         else:
             first_of_digest[record["digest"]] = record["file"]
             usable.append(record)
-    parsed = [_parsed(record) for record in usable]
+    parsed = [_header(record) for record in usable]
     fingerprint = options.fingerprint(key)
     units: list[Unit] = []
-    series: dict[str, list[tuple[dict, DicomHeader, dict | None]]] = {}
+    series: dict[str, list[tuple[dict, DicomHeader]]] = {}
     for index in _unique_instances(usable, parsed, rejections):
-        record, (fields, stack) = usable[index], parsed[index]
-        if fields is None:
+        record, header = usable[index], parsed[index]
+        if header is None:
             units.append(_file_unit(record, fingerprint, key))
-            continue
-        header = DicomHeader(**fields)
-        if not header.has_pixels or header.rows == 0 or header.columns == 0:
+        elif not header.has_pixels or header.rows == 0 or header.columns == 0:
             reason = f"not an image: {header.sop_class} without Pixel Data (7FE0,0010) or Rows/Columns"
             rejections.append(_rejection(record["file"], "detect", Reason.NO_IMAGE, reason))
         elif header.frames == 1 and header.modality in VOLUME_MODALITIES and header.series_key:
-            series.setdefault(header.series_key, []).append((record, header, stack))
+            series.setdefault(header.series_key, []).append((record, header))
         else:
             decoder = "dicom_multiframe" if header.frames > 1 else "dicom_image"
             units.append(_dicom_unit(decoder, [record], header, fingerprint, key))
     for members in series.values():
-        headers = [h for _, h, _ in members]
+        headers = [h for _, h in members]
         stacks = split_stacks(
-            [stack for _, _, stack in members],
+            [_stack(r) for r, _ in members],
             [(h.rows, h.columns) for h in headers], [h.position for h in headers], [h.orientation for h in headers],
         )
         for stack in stacks:
-            units.extend(_stack_units([members[i][:2] for i in stack], fingerprint, key))
+            units.extend(_stack_units([members[i] for i in stack], fingerprint, key))
     if options.channels:
         units, refused = pair_channels(units, options.channels)
         rejections += [_rejection(f, "group", code, reason) for unit, code, reason in refused for f in unit.files]
@@ -107,45 +105,47 @@ def _stack_units(members: list[tuple[dict, DicomHeader]], fingerprint: str, key:
     return [_dicom_unit("dicom_volume", ordered, headers[0], fingerprint, key, spacing=spacing)]
 
 
-def _parsed(record: dict) -> tuple[dict | None, dict | None]:
-    """A DICOM record's header fields and stack elements, parsed from their JSON once; ``(None, None)`` for others."""
+def _header(record: dict) -> DicomHeader | None:
+    """A DICOM record's header, parsed from its JSON once; None for other formats."""
     if record["format"] != "dicom":
-        return None, None
+        return None
     fields = json.loads(record["header"])
     for name in ("position", "orientation", "pixel_spacing"):
         if fields[name] is not None:
             fields[name] = tuple(fields[name])
-    return fields, json.loads(record["stack"]) if record.get("stack") else None
+    return DicomHeader(**fields)
 
 
-def _unique_instances(
-    records: list[dict], parsed: list[tuple[dict | None, dict | None]], rejections: list[dict]
-) -> list[int]:
+def _stack(record: dict) -> dict | None:
+    """A DICOM record's stack elements: parsed where used, not kept for every record (memory at 100,000 files)."""
+    return json.loads(record["stack"]) if record.get("stack") else None
+
+
+def _unique_instances(records: list[dict], headers: list[DicomHeader | None], rejections: list[dict]) -> list[int]:
     """Indices of the records kept: one file per instance (:func:`~clinical.ingest.series.pick_instance` chooses).
 
     An instance is its SOP Instance UID with its matrix (Rows, Columns, Number of Frames, Samples
     per Pixel, Bits Allocated): the same instance transcoded keeps them; other copies are rejected.
     """
-    copies: dict[tuple, list[int]] = {}
-    for index, (fields, stack) in enumerate(parsed):
+    copies: dict[tuple, list[tuple[int, str | None]]] = {}
+    for index, (record, header) in enumerate(zip(records, headers, strict=True)):
+        stack = _stack(record) if header is not None else None
         if stack and stack.get("instance"):
-            identity = (stack["instance"], fields["rows"], fields["columns"], fields["frames"],
-                        stack.get("samples"), stack.get("bits"))
-            copies.setdefault(identity, []).append(index)
+            identity = (stack["instance"], header.rows, header.columns, header.frames, stack.get("samples"),
+                        stack.get("bits"))
+            copies.setdefault(identity, []).append((index, stack.get("transfer_syntax")))
     dropped: set[int] = set()
-    for indices in copies.values():
-        if len(indices) < 2:
+    for found in copies.values():
+        if len(found) < 2:
             continue
-        stacks = [parsed[i][1] for i in indices]
-        kept = indices[pick_instance([records[i]["file"] for i in indices], [s.get("transfer_syntax") for s in stacks])]
-        for i, stack in zip(indices, stacks, strict=True):
+        kept = found[pick_instance([records[i]["file"] for i, _ in found], [syntax for _, syntax in found])][0]
+        for i, syntax in found:
             if i != kept:
                 dropped.add(i)
-                syntax = stack.get("transfer_syntax") or "unknown"
                 rejections.append(_rejection(
                     records[i]["file"], "group", Reason.DUPLICATE_INSTANCE,
                     f"duplicate instance: same SOP Instance UID (0008,0018) as {records[kept]['file']}, "
-                    f"stored again (transfer syntax {syntax}); kept once",
+                    f"stored again (transfer syntax {syntax or 'unknown'}); kept once",
                 ))
     return [i for i in range(len(records)) if i not in dropped]
 

@@ -230,7 +230,7 @@ def scan(
     tasks = ([[path for _, path, _ in c] for c in chunks], [[name for _, _, name in c] for c in chunks], repeat(key))
     results = executor.map(scan_files, *tasks) if executor else map(scan_files, *tasks)
     with tqdm(total=len(todo), desc="scan", unit="file", disable=disable) as bar:
-        for chunk, scanned in zip(chunks, results, strict=False):  # strict: repeat(key) is endless
+        for chunk, scanned in zip(chunks, results, strict=True):
             for (index, _, _), record in zip(chunk, scanned, strict=True):
                 records[index] = record
             bar.update(len(chunk))
