@@ -89,12 +89,11 @@ def _peak_rss_mib() -> tuple[float, float]:
 def _measure(kind: str, tree: str, out: str, queue) -> None:
     from clinical.ingest import ingest  # imported before the clock starts, as pydicom is for the loops
 
+    if kind == "ours_site":
+        tree = str(Path(tree) / "site0")
     paths = sorted(Path(tree).rglob("*.dcm"))
     start = time.perf_counter()
     scan_seconds = float("nan")
-    if kind == "ours_site":
-        paths = sorted((Path(tree) / "site0").rglob("*.dcm"))
-        tree = str(Path(tree) / "site0")
     if kind in ("ours", "ours_one_process", "ours_site"):
         report = ingest(tree, out, key="bench-key", workers=0 if kind == "ours_one_process" else None, progress=False)
         if report.ingested != len(paths):
