@@ -136,7 +136,7 @@ def test_patient_effect_and_ct_signal_switch(tmp_path):
     positive = on.index[on["label"] == "positive"][0]
     with_signal = ct(tmp_path / "on", on.files[positive])
     without = ct(tmp_path / "hidden", hidden.files[positive])
-    # same draws except the lesions' CT contrast (70 HU): they differ on the lesions' slices, near them only
+    # same draws except the lesions' CT contrast (LESION_HU): they differ on the lesions' slices, near them only
     # through the soft edge (half a pixel, ~10 mm here), and not at all beyond three edges from every lesion
     labels = np.array(json.loads(on.slice_labels[positive])) == "positive"
     z = json.loads(on.ct_origin[positive])[2] + np.arange(8) * json.loads(on.ct_spacing[positive])[0]

@@ -10,16 +10,18 @@ Radiopharmaceutical Start Time (0018,1072), Radionuclide Total Dose (0018,1074) 
 Half Life (0018,1075) in s (F-18). The activity is ``SUV × dose × 2^(−Δt / T½) / weight[g]``, so
 SUVbw computed from the tags gives back the phantom's SUV exactly up to quantisation.
 
-Labels: a patient is ``positive`` when they have lymphoma-like lesions (1–3 spheres of high uptake),
-``negative`` otherwise, half of each centre's patients; a CT slice is ``positive`` when it intersects a
-lesion. Every CT slice is equally likely to cut a lesion wherever it lies along z, so nothing but the
-lesion tells a positive slice. Every patient also has
-1–2 *physiological* hot spots (bowel-like uptake) that look like lesions on PET alone but have nothing
-on CT. Lesions and hot spots are bulky, of one size range (radius :data:`SPOT_RADIUS_FOV` of the field
-of view, 20–33 mm): a few CT pixels across even on a 32-pixel matrix, and wider than the PET's blur.
-With ``ct_signal`` (the default) lesions are also enlarged, denser nodes on CT, so CT tells a
-lesion from a hot spot and PET + CT beats PET only; without it lesions are invisible on CT.
-``finding_strength`` scales the lesion uptake and CT contrast (0 removes both).
+Labels: a patient is ``positive`` when they have lymphoma-like lesions, ``negative`` otherwise, half
+of each centre's patients; a CT slice is ``positive`` when it intersects a lesion. Every CT slice is
+equally likely to cut a lesion wherever it lies along z, so nothing but the lesion tells a positive
+slice. Every patient has 1–3 spheres of high uptake on PET; a positive patient's are lesions, one to
+all of them, and the rest (all of a negative patient's) *physiological* hot spots (bowel-like uptake),
+so the number of spots says nothing of the label. On PET alone a hot spot looks like a lesion, only
+somewhat less hot (:data:`LESION_SUV`, :data:`HOTSPOT_SUV`), and it has nothing on CT. Lesions and hot
+spots are bulky, of one size range (radius :data:`SPOT_RADIUS_FOV` of the field of view, 20–33 mm): a
+few CT pixels across even on a 32-pixel matrix, and wider than the PET's blur. With ``ct_signal`` (the
+default) lesions are also enlarged nodes on CT (:data:`LESION_HU`), so CT tells a lesion from a hot spot
+and PET + CT can beat PET only; without it lesions are invisible on CT. ``finding_strength`` scales the
+lesion uptake and CT contrast (0 removes both).
 
 ``patient_effect`` gives each patient a strong, label-free signature — body outline, liver position,
 PET background uptake and a CT offset — shared by all their slices; without it these are drawn per
@@ -58,7 +60,10 @@ from clinical.cohort.synthetic.phi import INDEX_OFFSET, accession_number, fake_i
 from clinical.cohort.synthetic.records import balanced_labels, make_uid, opaque_name, rng_for, write_task_tables
 from clinical.cohort.synthetic.sizes import SizeSpec
 
-__all__ = ["CLASSES", "F18_HALF_LIFE_S", "SITES", "SPOT_RADIUS_FOV", "PetctSite", "generate_petct"]
+__all__ = [
+    "CLASSES", "F18_HALF_LIFE_S", "HOTSPOT_SUV", "LESION_HU", "LESION_SUV", "SITES", "SPOT_RADIUS_FOV", "PetctSite",
+    "generate_petct",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,11 @@ _SERIES_SECONDS = 9 * 3600 + 30 * 60  # Series Time 09:30:00 (the common study t
 #: Radius of lesions and hot spots as a fraction of the field of view (low, high): bulky nodes. Smaller spheres
 #: (2.5–4 %, about one CT pixel at 32 pixels and under one PET pixel) left a network too little to see.
 SPOT_RADIUS_FOV = (0.04, 0.06)
+#: SUV above background of a lesion and of physiological uptake: on PET a lesion is only somewhat hotter.
+LESION_SUV, HOTSPOT_SUV = 6.0, 5.0
+#: HU a lesion adds to soft tissue on CT (``ct_signal``): an enlarged node against the fat around it. At 70 HU,
+#: about three times the noise, a from-scratch ResNet-18 on a few dozen patients did not learn it.
+LESION_HU = 150.0
 
 
 @dataclass(frozen=True)
@@ -212,8 +222,9 @@ def _paint(grid: _Grid, ct_grid: _Grid, sig: _Signature, lesions: tuple[np.ndarr
     hot = _spheres(x, y, z, *hotspots, edge) if len(hotspots[1]) else np.zeros_like(body)
     hu = np.where(body > 0, 40.0 + sig.ct_offset[k], -1000.0) + liver * 25.0
     if ct_signal:
-        hu = hu + 70.0 * strength * lesion * body
-    suv = body * sig.pet_background[k] * (1.0 + 1.2 * liver) + 6.0 * strength * lesion * body + 5.0 * hot * body
+        hu = hu + LESION_HU * strength * lesion * body
+    suv = (body * sig.pet_background[k] * (1.0 + 1.2 * liver) + LESION_SUV * strength * lesion * body
+           + HOTSPOT_SUV * hot * body)
     return hu.astype(np.float32), suv.astype(np.float32)
 
 
@@ -305,9 +316,13 @@ def generate_petct(
         ct_grid, pet_grid = _grids(spec.petct_shape, site, np.round(prng.uniform(-50, 50, size=3), 2))
         half_fov = site.field_of_view_mm / 2
         sig = _signature(seed, p, ct_grid.shape[0], half_fov, per_slice=not patient_effect)
+        # 1–3 spots of uptake for everyone; a positive patient's are lesions, one to all of them: their number
+        # says nothing of the label
         lrng = rng_for(seed, TASK, "lesions", p)
-        lesions = _spots(lrng, int(lrng.integers(1, 4)) if label == "positive" else 0, ct_grid, site)
-        hotspots = _spots(rng_for(seed, TASK, "hotspots", p), int(prng.integers(1, 3)), ct_grid, site)
+        spots = int(prng.integers(1, 4))
+        n_lesions = int(lrng.integers(1, spots + 1)) if label == "positive" else 0
+        lesions = _spots(lrng, n_lesions, ct_grid, site)
+        hotspots = _spots(rng_for(seed, TASK, "hotspots", p), spots - n_lesions, ct_grid, site)
         weight = float(np.round(prng.uniform(50, 100), 1))
         dose = float(np.round(prng.uniform(*site.dose_mbq) * 1e6, -3))
         uptake = float(np.round(prng.uniform(*site.uptake_minutes) * 60))
