@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from clinical.cohort import read_manifest, read_rejections
-from clinical.cohort.synthetic.petct import SITES, _grids, _spots, generate_petct
+from clinical.cohort.synthetic.petct import SITES, _grids, _spot_counts, _spots, generate_petct
 from clinical.cohort.synthetic.sizes import SIZES
 from clinical.data import ManifestDataset, independent_slices, slice_items
 from clinical.errors import ConfigurationError, ManifestError
@@ -93,6 +93,18 @@ def test_nothing_but_the_lesion_tells_a_positive_slice(synth):
         cut = cuts.mean(axis=1)
         assert cut[1:-1].max() / cut[1:-1].min() < 1.05 and cut[[0, -1]].min() > 0.9 * cut[1:-1].mean(), site
         assert cuts.any(axis=0).all()  # each sphere cuts a slice
+
+
+def test_the_number_of_spots_on_pet_says_nothing_of_the_label():
+    rng, lesion_rng = np.random.default_rng(0), np.random.default_rng(1)
+    draws = {positive: np.array([_spot_counts(rng, lesion_rng, positive=positive) for _ in range(20_000)])
+             for positive in (True, False)}
+    totals = {positive: np.bincount(counts.sum(axis=1), minlength=4) / len(counts)
+              for positive, counts in draws.items()}
+    np.testing.assert_allclose(totals[True], totals[False], atol=0.02)
+    assert totals[True][0] == 0 and set(totals[True].nonzero()[0]) == {1, 2, 3}
+    # a positive patient has a lesion, a negative one none
+    assert (draws[True][:, 0] >= 1).all() and (draws[False][:, 0] == 0).all()
 
 
 def test_suv_from_the_synthetic_tags_matches_the_phantom(synth):

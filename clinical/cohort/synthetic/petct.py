@@ -175,6 +175,17 @@ def _signature(seed: int, patient: int, slices: int, half_fov: float, per_slice:
                       np.array([v[2] for v in values]), np.array([v[3] for v in values]))
 
 
+def _spot_counts(rng: np.random.Generator, lesion_rng: np.random.Generator, *, positive: bool) -> tuple[int, int]:
+    """Lesions and hot spots of one patient: 1–3 spots for everyone, one to all of a positive patient's lesions.
+
+    The total is drawn before the label is looked at, so the number of spots on PET says nothing of the label
+    (when positives had 1–3 lesions on top of everyone's 1–2 hot spots, counting spots nearly sufficed).
+    """
+    spots = int(rng.integers(1, 4))
+    lesions = int(lesion_rng.integers(1, spots + 1)) if positive else 0
+    return lesions, spots - lesions
+
+
 def _spots(rng: np.random.Generator, count: int, ct: _Grid, site: PetctSite) -> tuple[np.ndarray, np.ndarray]:
     """Centres (mm, x y z) and radii (mm) of ``count`` spheres inside the body that each cut at least one CT slice.
 
@@ -316,13 +327,10 @@ def generate_petct(
         ct_grid, pet_grid = _grids(spec.petct_shape, site, np.round(prng.uniform(-50, 50, size=3), 2))
         half_fov = site.field_of_view_mm / 2
         sig = _signature(seed, p, ct_grid.shape[0], half_fov, per_slice=not patient_effect)
-        # 1–3 spots of uptake for everyone; a positive patient's are lesions, one to all of them: their number
-        # says nothing of the label
         lrng = rng_for(seed, TASK, "lesions", p)
-        spots = int(prng.integers(1, 4))
-        n_lesions = int(lrng.integers(1, spots + 1)) if label == "positive" else 0
+        n_lesions, n_hotspots = _spot_counts(prng, lrng, positive=label == "positive")
         lesions = _spots(lrng, n_lesions, ct_grid, site)
-        hotspots = _spots(rng_for(seed, TASK, "hotspots", p), spots - n_lesions, ct_grid, site)
+        hotspots = _spots(rng_for(seed, TASK, "hotspots", p), n_hotspots, ct_grid, site)
         weight = float(np.round(prng.uniform(50, 100), 1))
         dose = float(np.round(prng.uniform(*site.dose_mbq) * 1e6, -3))
         uptake = float(np.round(prng.uniform(*site.uptake_minutes) * 60))
