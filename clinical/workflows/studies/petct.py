@@ -25,8 +25,9 @@ The synthetic analogue (:mod:`clinical.cohort.synthetic.petct`) puts physiologic
 only CT tells from lesions (``ct_signal``), so there PET + CT *can* beat PET only, the reverse of the
 paper's best model; with ``ct_signal=False`` lesions are invisible on CT and CT is only a distraction.
 Whether it does depends on what the network learns: without the patient effect PET + CT leads by about
-0.2 AUROC at 32 patients, but with it the network memorises the few training patients through CT's body
-outline and falls below PET only (``tests/test_petct_learning.py``). ``patient_effect=False`` draws the
+0.2 AUROC on one split of 32 patients (``tests/test_petct_learning.py``); with it the network can memorise
+the few training patients through CT's body outline, and on that split PET + CT fell below PET only, while
+the full study's four folds show it ahead (``docs/studies.md``). ``patient_effect=False`` draws the
 label-free appearance per slice instead of per patient: the slices of one patient then share nothing but
 their lesions; the slice-level split's overestimate shrinks but stays, since one lesion spans several
 neighbouring slices that the split deals to both sides.
