@@ -14,21 +14,22 @@ rate, and it barely learns the lesions.
 
 Figures below: seeds 0 / 1 / 2 (cohort, split and training), one thread.
 
-Slice-split − patient-split AUROC, PET + CT, lesions on PET only (``ct_signal=False``): +0.566, +0.433,
-+0.222 with the patient effect (slice split 0.934, 0.978, 0.939) and +0.292, +0.188, +0.017 without; the
-difference +0.274 / +0.245 / +0.205. The test asserts an overestimate above 0.15 with the effect and 0.10
-above the one without it. With lesions on CT as well the patient split is often near the ceiling (0.92–0.98),
-and the overestimate has no room: +0.349 / +0.220 / +0.072 with the effect, +0.336 / +0.073 / +0.003
-without, too close to assert. The paper's leak needs a task harder than memorising patients.
+Slice-split − patient-split AUROC, PET + CT, lesions on PET only (``ct_signal=False``): +0.566, +0.433, +0.222
+with the patient effect (slice split 0.934, 0.978, 0.939) and +0.292, +0.188, +0.017 without; the difference
++0.274 / +0.245 / +0.205. The test asserts an overestimate above 0.15 with the effect and 0.10 above the one
+without it (seed 0 on two threads, as CI runs it: +0.611 and +0.311). With lesions on CT as well the patient
+split is often near the ceiling (0.92–0.98), and the overestimate has no room: +0.349 / +0.220 / +0.072 with
+the effect, +0.336 / +0.073 / +0.003 without, too close to assert. The paper's leak needs a task harder than
+memorising patients.
 
-PET + CT − PET only AUROC, same patients and split for both arms, without the patient effect: +0.172,
-+0.292, +0.216 with lesions on CT (PET + CT 0.633, 0.907, 0.980) and −0.141, +0.012, −0.135 without. The
-test asserts a gain above 0.12 with CT signal, under 0.10 without, and 0.10 between them. With the patient
-effect, on this one split, the network can memorise the 24 training patients through CT's body outline and
-soft-tissue offset, and PET + CT fell *below* PET only whether or not CT showed the lesions (seed 0, an
-earlier key: 0.71 against 0.88 with, 0.45 against 0.86 without), while the full study's four folds show it
-ahead (``docs/studies.md``). The channel question is asked here of what CT carries, not of patients.
-"""
+PET + CT − PET only AUROC, same patients and split for both arms, without the patient effect: +0.172, +0.292,
++0.216 with lesions on CT (PET + CT 0.633, 0.907, 0.980) and −0.141, +0.012, −0.135 without. The test asserts
+a gain above 0.10 with CT signal, under 0.10 without, and 0.10 between them (seed 0 on two threads, as CI runs
+it: +0.155 and −0.113). With the patient effect, on this one split, the network can memorise the 24 training
+patients through CT's body outline and soft-tissue offset, and PET + CT fell *below* PET only whether or not
+CT showed the lesions (seed 0 on another split: 0.71 against 0.88 with, 0.45 against 0.86 without), while the
+full study's four folds show it ahead (``docs/studies.md``). The channel question is asked here of what CT
+carries, not of patients."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def test_a_slice_level_split_overestimates_far_more_when_slices_share_their_pati
     shared = overestimate("shared", patient_effect=True)
     separate = overestimate("separate", patient_effect=False)
     # measured (seeds 0 / 1 / 2): shared +0.566 / +0.433 / +0.222; separate +0.292 / +0.188 / +0.017
+    # (seed 0 on two threads, as CI runs it: +0.611 and +0.311)
     assert shared > 0.15
     assert shared > separate + 0.10
 
@@ -117,6 +119,7 @@ def test_pet_and_ct_beat_pet_alone_only_when_ct_shows_the_lesions(tmp_path):
     shown = gain("shown", ct_signal=True)
     hidden = gain("hidden", ct_signal=False)
     # measured (seeds 0 / 1 / 2): shown +0.172 / +0.292 / +0.216; hidden −0.141 / +0.012 / −0.135
-    assert shown > 0.12
+    # (seed 0 on two threads, as CI runs it: +0.155 and −0.113)
+    assert shown > 0.10
     assert hidden < 0.10
     assert shown > hidden + 0.10
