@@ -13,9 +13,9 @@ SUVbw computed from the tags gives back the phantom's SUV exactly up to quantisa
 Labels: a patient is ``positive`` when they have lymphoma-like lesions, ``negative`` otherwise, half
 of each centre's patients; a CT slice is ``positive`` when it intersects a lesion. Every CT slice is
 equally likely to cut a lesion wherever it lies along z, so nothing but the lesion tells a positive
-slice. Every patient has 1–3 spheres of high uptake on PET; a positive patient's are lesions, one to
-all of them, and the rest (all of a negative patient's) *physiological* hot spots (bowel-like uptake),
-so the number of spots says nothing of the label. On PET alone a hot spot looks like a lesion, only
+slice. Every patient has 1–3 spheres of high uptake on PET; in a positive patient one to all of them
+are lesions, and the rest (all of a negative patient's) are *physiological* hot spots (bowel-like
+uptake), so the number of spots says nothing of the label. On PET alone a hot spot looks like a lesion, only
 somewhat less hot (:data:`LESION_SUV`, :data:`HOTSPOT_SUV`), and it has nothing on CT. Lesions and hot
 spots are bulky, of one size range (radius :data:`SPOT_RADIUS_FOV` of the field of view, 20–33 mm): a
 few CT pixels across even on a 32-pixel matrix, and wider than the PET's blur. With ``ct_signal`` (the
@@ -81,7 +81,7 @@ SPOT_RADIUS_FOV = (0.04, 0.06)
 #: SUV above background of a lesion and of physiological uptake: on PET a lesion is only somewhat hotter.
 LESION_SUV, HOTSPOT_SUV = 6.0, 5.0
 #: HU a lesion adds to soft tissue on CT (``ct_signal``): an enlarged node against the fat around it. At 70 HU,
-#: about three times the noise, a from-scratch ResNet-18 on a few dozen patients did not learn it.
+#: three to seven times the CT noise, a from-scratch ResNet-18 on a few dozen patients did not learn it.
 LESION_HU = 150.0
 
 
