@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +40,29 @@ def mlflow_tracking(root: Path) -> Iterator:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="module")
+def module_tmp(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], Path]]:
+    """``mktemp`` for one test module's shared fixtures, whose folders go when the module's tests are done.
+
+    The study and training fixtures write gigabytes of checkpoints and MLflow artifacts; kept until the session
+    ends, as ``tmp_path_factory`` keeps them, every module's together fill a CI machine's disk. A module with a
+    failed test keeps its folders, to look into.
+    """
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 #: A fixed pseudonym key for tests, so patient keys are reproducible across fixtures.

@@ -53,17 +53,17 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tree(module_tmp) -> Path:
     """Radiographs and CT volumes of the tiny synthetic cohort."""
-    root = tmp_path_factory.mktemp("synthetic-tiny")
+    root = module_tmp("synthetic-tiny")
     generate_cohort(root, size="tiny", seed=0, tasks=("radiographs", "volumes"))
     return root
 
 
 @pytest.fixture(scope="module")
-def plain(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def plain(tree: Path, module_tmp) -> Path:
     """The same files ingested in one process."""
-    cohort = tmp_path_factory.mktemp("plain")
+    cohort = module_tmp("plain")
     ingest(tree, cohort, key=KEY, workers=0, progress=False)
     return cohort
 

@@ -24,8 +24,8 @@ from clinical.errors import ConfigurationError, ManifestError
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    root = tmp_path_factory.mktemp("cohort")
+def cohort(module_tmp) -> tuple[Path, pd.DataFrame]:
+    root = module_tmp("cohort")
     return root, write_toy_cohort(root, patients=8)
 
 

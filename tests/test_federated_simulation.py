@@ -29,9 +29,9 @@ def top_block_recipe(**overrides) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def federation_data(small_radiographs: Path, tmp_path_factory) -> tuple[Path, Path, list[str]]:
+def federation_data(small_radiographs: Path, module_tmp) -> tuple[Path, Path, list[str]]:
     manifest = read_manifest(small_radiographs)
-    split_path = tmp_path_factory.mktemp("federated-split") / "split.parquet"
+    split_path = module_tmp("federated-split") / "split.parquet"
     write_split(split_by_site(manifest, folds=5, seed=0), split_path)
     return small_radiographs, split_path, sorted(manifest["site"].unique())
 

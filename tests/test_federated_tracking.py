@@ -24,9 +24,9 @@ NAME = "federated-test"
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, federation_data):  # noqa: F811
+def registry(module_tmp, federation_data):  # noqa: F811
     cohort, split_path, _ = federation_data
-    root = tmp_path_factory.mktemp("mlflow")
+    root = module_tmp("mlflow")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     with LocalMlflowServer(root / "server") as server:
         os.environ["MLFLOW_TRACKING_URI"] = server.uri

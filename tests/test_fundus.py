@@ -31,9 +31,9 @@ BINARY = ["non-referable", "referable"]
 
 
 @pytest.fixture(scope="module")
-def fundus(tmp_path_factory) -> tuple[Path, Path]:
+def fundus(module_tmp) -> tuple[Path, Path]:
     """The small cohort's fundus task (240 photographs of 120 patients) and its ingested cohort."""
-    root = tmp_path_factory.mktemp("fundus")
+    root = module_tmp("fundus")
     generate_cohort(root / "source", size="small", seed=0, tasks=("fundus",))
     task = root / "source" / "fundus"
     ingest([task], root / "cohort", labels=task / "labels.csv", key="test-key", workers=0, progress=False)
@@ -191,7 +191,7 @@ SCREEN_RECIPE = dict(model=TINY, kind="photo", in_channels=3, image_size=(32, 32
 
 
 @pytest.fixture(scope="module")
-def screened(fundus, tmp_path_factory):
+def screened(fundus, module_tmp):
     """One tracked cross-validation of the fundus cohort, screened with uncertainty (and the MLflow server)."""
     from conftest import mlflow_tracking
 
@@ -205,7 +205,7 @@ def screened(fundus, tmp_path_factory):
     )
 
     task, cohort = fundus
-    root = tmp_path_factory.mktemp("screen")
+    root = module_tmp("screen")
     split_cohort(cohort, root / "split.parquet", folds=3, seed=0)
     with mlflow_tracking(root / "mlflow"):
         tracker = MlflowTracker("screening-test")

@@ -87,8 +87,8 @@ def _slide(path: Path, side: int = 1024) -> None:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("edge") / "source"
+def tree(module_tmp) -> Path:
+    root = module_tmp("edge") / "source"
     # a good CT series (4 slices), stored in reversed file order
     _series(root / "siteA" / "good_series", [7.5, 5.0, 2.5, 0.0])
     # inconsistent series
@@ -151,8 +151,8 @@ def tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cohort(tree, tmp_path_factory):
-    out = tmp_path_factory.mktemp("edge-cohort")
+def cohort(tree, module_tmp):
+    out = module_tmp("edge-cohort")
     report = ingest(tree, out, key=KEY, workers=0, labels=tree / "labels.csv", tile_size=128, max_tiles_per_slide=5,
                     progress=False)
     return out, report

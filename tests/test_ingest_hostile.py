@@ -121,8 +121,8 @@ EXPECTED: dict[str, Reason | None] = {
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hostile") / "source"
+def corpus(module_tmp) -> Path:
+    root = module_tmp("hostile") / "source"
     _ct(root / "good" / "ct.dcm")
     (root / "good").mkdir(parents=True, exist_ok=True)
     (root / "good" / "photo.jpg").write_bytes(_jpeg())
@@ -174,10 +174,10 @@ if __name__ == "__main__":
 
 
 @pytest.fixture(scope="module")
-def hostile_cohort(corpus, tmp_path_factory) -> tuple[Path, dict]:
+def hostile_cohort(corpus, module_tmp) -> tuple[Path, dict]:
     """The corpus ingested with the default budget in a fresh process that reports its and its workers' peak RSS."""
-    out = tmp_path_factory.mktemp("hostile-cohort")
-    script = tmp_path_factory.mktemp("script") / "measured_ingest.py"
+    out = module_tmp("hostile-cohort")
+    script = module_tmp("script") / "measured_ingest.py"
     script.write_text(_MEASURED_INGEST)
     done = subprocess.run([sys.executable, str(script), str(corpus), str(out), KEY], capture_output=True, text=True,
                           timeout=600, check=False)

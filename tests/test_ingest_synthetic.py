@@ -22,14 +22,14 @@ PHOTO_TILE = 512
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic")
+def synthetic(module_tmp) -> Path:
+    out = module_tmp("synthetic")
     generate_cohort(out, size="tiny", seed=0)
     return out
 
 
 @pytest.fixture(scope="module")
-def cohorts(synthetic, tmp_path_factory):
+def cohorts(synthetic, module_tmp):
     """Each task ingested into its own cohort, with the log captured at DEBUG level."""
     records: list[str] = []
     handler = logging.Handler(logging.DEBUG)
@@ -39,7 +39,7 @@ def cohorts(synthetic, tmp_path_factory):
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        base = tmp_path_factory.mktemp("cohorts")
+        base = module_tmp("cohorts")
         options = {
             "radiographs": {},
             "volumes": {"site_depth": 1, "site_from": "folder"},

@@ -22,8 +22,8 @@ def _folders() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("testdata")
+def cohort(module_tmp):
+    out = module_tmp("testdata")
     report = ingest(_folders(), out, key="testdata-key", workers=0, exclude=(), progress=False)
     return out, report
 

@@ -129,12 +129,12 @@ def test_one_size_value_means_every_axis(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def papyri(tmp_path_factory):
+def papyri(module_tmp):
     """The small synthetic papyri (24 papyri in 3 collections, ~150 glyph photos of 12 letters), ingested."""
     from clinical.cohort.synthetic import generate_cohort
     from clinical.ingest import ingest
 
-    root = tmp_path_factory.mktemp("papyri")
+    root = module_tmp("papyri")
     generate_cohort(root / "source", size="small", seed=0, tasks=["papyri"])
     task = root / "source" / "papyri"
     ingest(task, root / "cohort", labels=task / "labels.csv", workers=0, progress=False)

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory):
+def kernel(module_tmp):
     """A kernelspec whose kernel is this interpreter (the project's venv), and the tiny notebook parameters."""
-    root = tmp_path_factory.mktemp("jupyter")
+    root = module_tmp("jupyter")
     install_kernelspec(kernel_name=KERNEL, prefix=str(root))
     patch = pytest.MonkeyPatch()
     patch.setenv("JUPYTER_PATH", str(root / "share" / "jupyter"))
@@ -42,9 +42,9 @@ def kernel(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def workdir(kernel: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workdir(kernel: str, module_tmp) -> Path:
     """The folder the three notebooks share, in order."""
-    return tmp_path_factory.mktemp("notebooks")
+    return module_tmp("notebooks")
 
 
 def execute(name: str, root: Path) -> nbformat.NotebookNode:

@@ -72,23 +72,23 @@ class Orthanc:
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pacs-synthetic")
+def synthetic(module_tmp) -> Path:
+    out = module_tmp("pacs-synthetic")
     generate_cohort(out, size="tiny", seed=0, tasks=("radiographs",))
     return out
 
 
 @pytest.fixture(scope="module")
-def extra(tmp_path_factory) -> list[Path]:
+def extra(module_tmp) -> list[Path]:
     """Three files of another synthetic cohort: the studies added to the PACS later."""
-    out = tmp_path_factory.mktemp("pacs-extra")
+    out = module_tmp("pacs-extra")
     generate_cohort(out, size="tiny", seed=1, tasks=("radiographs",))
     return sorted((out / "radiographs").rglob("*.dcm"))[:3]
 
 
 @pytest.fixture(scope="module")
-def orthanc(synthetic, tmp_path_factory):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+def orthanc(synthetic, module_tmp):
+    server = Orthanc(module_tmp("orthanc"))
     server.script("start")
     try:
         server.upload(sorted((synthetic / "radiographs").rglob("*.dcm")))
@@ -98,9 +98,9 @@ def orthanc(synthetic, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folder_manifest(synthetic, tmp_path_factory) -> pd.DataFrame:
+def folder_manifest(synthetic, module_tmp) -> pd.DataFrame:
     task = synthetic / "radiographs"
-    cohort = tmp_path_factory.mktemp("pacs-folder") / "cohort"
+    cohort = module_tmp("pacs-folder") / "cohort"
     ingest([task], cohort, labels=task / "labels.csv", key=KEY, workers=0, progress=False)
     return read_manifest(cohort)
 

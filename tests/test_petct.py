@@ -36,15 +36,15 @@ def _generate(out: Path, **options) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("petct")
+def synth(module_tmp) -> Path:
+    out = module_tmp("petct")
     _generate(out)
     return out
 
 
 @pytest.fixture(scope="module")
-def cohort(synth, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cohort")
+def cohort(synth, module_tmp) -> Path:
+    out = module_tmp("cohort")
     ingest(synth / "petct", out, labels=synth / "petct" / "labels.csv", channels=("PT", "CT"), workers=0, key=KEY,
            progress=False)
     return out

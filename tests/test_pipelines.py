@@ -34,15 +34,15 @@ POOL = "clinical-test-pool"
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    with LocalMlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+def mlflow_server(module_tmp):
+    with LocalMlflowServer(module_tmp("mlflow")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory: pytest.TempPathFactory, mlflow_server: LocalMlflowServer):
+def prefect_env(module_tmp, mlflow_server: LocalMlflowServer):
     """A Prefect server and a process worker; yields the environment the worker runs flows with."""
-    home = tmp_path_factory.mktemp("prefect-home")
+    home = module_tmp("prefect-home")
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_TRACKING_URI": mlflow_server.uri,

@@ -49,12 +49,12 @@ PROBE = ("<script>window.addEventListener('load', () => { const images = [...doc
 
 
 @pytest.fixture(scope="module")
-def registered(small_radiographs: Path, tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_tracking(tmp_path_factory.mktemp("mlflow-report")):
-        split = tmp_path_factory.mktemp("split") / "split.parquet"
+def registered(small_radiographs: Path, module_tmp):
+    with mlflow_tracking(module_tmp("mlflow-report")):
+        split = module_tmp("split") / "split.parquet"
         split_cohort(small_radiographs, split, folds=3, seed=0, gate_size=0.2)
         cv = cross_validate(TrainConfig.build(**RECIPE), cohort_dir=small_radiographs, split_path=split,
-                            out=tmp_path_factory.mktemp("cv"), folds=[0, 1], n_boot=100, final="refit",
+                            out=module_tmp("cv"), folds=[0, 1], n_boot=100, final="refit",
                             tracker=MlflowTracker("report-test"))
         yield register_model(cv, NAME, cohort_dir=small_radiographs, split_path=split)
 
@@ -95,8 +95,8 @@ def test_the_report_opens_in_a_browser_with_every_section_and_figure_and_no_phi(
 
 
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-report"))
+def orthanc(module_tmp):
+    server = Orthanc(module_tmp("orthanc-report"))
     server.script("start")
     try:
         yield server
@@ -107,9 +107,9 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.servers
 @pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
 def test_a_new_study_is_pulled_predicted_and_its_sr_stored_retrieved_and_read(
-    protocol, registered, orthanc, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    protocol, registered, orthanc, tmp_path: Path
 ):
-    source = tmp_path_factory.mktemp(f"new-study-{protocol}")
+    source = tmp_path / "new-study"
     generate_cohort(source, size="tiny", seed=2 if protocol == "dicomweb" else 3, tasks=("radiographs",))
     files = sorted((source / "radiographs").rglob("*.dcm"))
     study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID

@@ -36,22 +36,22 @@ RSS_BOUND = 3 << 30
 
 
 @pytest.fixture(scope="module")
-def champion(small_radiographs: Path, tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_tracking(tmp_path_factory.mktemp("mlflow-serving")):
-        split = tmp_path_factory.mktemp("split") / "split.parquet"
+def champion(small_radiographs: Path, module_tmp):
+    with mlflow_tracking(module_tmp("mlflow-serving")):
+        split = module_tmp("split") / "split.parquet"
         write_split(split_manifest(read_manifest(small_radiographs), folds=3, seed=0), split)
         run = train_fold(TrainConfig.build(**CONFIG), cohort_dir=small_radiographs, split_path=split, fold=0,
-                         out=tmp_path_factory.mktemp("fold0"), tracker=MlflowTracker("serving-test"))
+                         out=module_tmp("fold0"), tracker=MlflowTracker("serving-test"))
         version, alias = register_run_model(run.run_id, NAME)
         assert alias == CHAMPION
         yield version
 
 
 @pytest.fixture(scope="module")
-def served(champion, tmp_path_factory: pytest.TempPathFactory):
+def served(champion, module_tmp):
     """`clinical serve models:/NAME@champion` in its own process; yields (port, psutil.Process)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    log = module_tmp("serve-log") / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "clinical", "serve", f"models:/{NAME}@{CHAMPION}", "--host", "127.0.0.1",

@@ -37,9 +37,9 @@ from clinical.workflows.slides import TILE_AGGREGATIONS
 
 
 @pytest.fixture(scope="module")
-def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def slides(module_tmp) -> Path:
     """Synthetic slides (``raw/slides``), their ingested tiles (``cohort``) and a two-fold ``split.parquet``."""
-    root = tmp_path_factory.mktemp("slides")
+    root = module_tmp("slides")
     spec = dataclasses.replace(SIZES["tiny"], slide_patients_per_site=4)
     generate_slides(root / "raw", spec, seed=0, patient_effect=False, finding_strength=2.0)
     ingest(root / "raw" / "slides", root / "cohort", labels=root / "raw" / "slides" / "labels.csv",

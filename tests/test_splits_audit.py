@@ -74,16 +74,16 @@ def make_image_cohort(
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    folder = tmp_path_factory.mktemp("cohort")
+def cohort(module_tmp) -> tuple[Path, pd.DataFrame]:
+    folder = module_tmp("cohort")
     manifest = make_image_cohort(folder, patient_effect=True)
     write_manifest(manifest, folder)
     return folder, manifest
 
 
 @pytest.fixture(scope="module")
-def no_effect(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    folder = tmp_path_factory.mktemp("no_effect")
+def no_effect(module_tmp) -> tuple[Path, pd.DataFrame]:
+    folder = module_tmp("no_effect")
     return folder, make_image_cohort(folder, patient_effect=False, seed=1)
 
 

@@ -25,9 +25,9 @@ MODES = [
 
 
 @pytest.fixture(scope="module")
-def no_patient_effect(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def no_patient_effect(module_tmp) -> Path:
     """The same small radiograph cohort without the patient effect, ingested."""
-    root = tmp_path_factory.mktemp("synthetic-no-effect")
+    root = module_tmp("synthetic-no-effect")
     generate_cohort(root / "src", size="small", seed=0, tasks=("radiographs",), patient_effect=False)
     task = root / "src" / "radiographs"
     ingest([task], root / "cohort", labels=task / "labels.csv", key="splits-test", workers=0, progress=False)

@@ -30,8 +30,8 @@ FOLDS = 2
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    root = tmp_path_factory.mktemp("trained-inflation")
+def cohort(module_tmp) -> tuple[Path, pd.DataFrame]:
+    root = module_tmp("trained-inflation")
     return root / "cohort", write_toy_cohort(root / "cohort", patients=16, per_patient=2, size=16)
 
 

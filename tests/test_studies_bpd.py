@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bpd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("bpd")
+def bpd(module_tmp) -> tuple[Path, str]:
+    out = module_tmp("bpd")
     assert main(["study", "bpd", "--out", str(out), "--size", "tiny"]) == 0
     return out, (out / "table.md").read_text()
 

@@ -24,8 +24,8 @@ from clinical.workflows.studies.brain_mr import METRICS, REFERENCE, SIZES, arm_n
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory):
-    return run_study("brain-mr", tmp_path_factory.mktemp("brain-mr"), size="tiny")
+def study(module_tmp):
+    return run_study("brain-mr", module_tmp("brain-mr"), size="tiny")
 
 
 def test_every_architecture_has_both_arms_and_the_numbers_are_what_they_say(study):

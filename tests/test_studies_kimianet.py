@@ -17,8 +17,8 @@ from clinical.workflows.studies.kimianet import EXTRA, METRICS, RANDOM, REFERENC
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_study("kimianet", tmp_path_factory.mktemp("kimianet"), size="tiny")
+def study(module_tmp):
+    return run_study("kimianet", module_tmp("kimianet"), size="tiny")
 
 
 def test_three_arms_every_method_every_fold_with_ordered_patient_cis(study):

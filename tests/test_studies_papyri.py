@@ -22,8 +22,8 @@ from clinical.workflows.studies.papyri import ARMS, METRICS, REFERENCE, SIZES, t
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_study("papyri", tmp_path_factory.mktemp("papyri"), size="tiny")
+def study(module_tmp):
+    return run_study("papyri", module_tmp("papyri"), size="tiny")
 
 
 def test_arms_and_metrics(study):

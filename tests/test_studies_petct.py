@@ -29,8 +29,8 @@ ARMS = (REFERENCE, SLICE_SPLIT, PET_ONLY, CENTRE_AWARE, CONTROL)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory):
-    return run_study("petct", tmp_path_factory.mktemp("petct"), size="tiny")
+def study(module_tmp):
+    return run_study("petct", module_tmp("petct"), size="tiny")
 
 
 def _overlap(split_path: Path, slices: pd.DataFrame) -> list[int]:

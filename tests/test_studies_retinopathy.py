@@ -17,8 +17,8 @@ from clinical.workflows.studies.retinopathy import EXTRA, METRICS, PLAIN, REFERE
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_study("retinopathy", tmp_path_factory.mktemp("retinopathy"), size="tiny")
+def study(module_tmp):
+    return run_study("retinopathy", module_tmp("retinopathy"), size="tiny")
 
 
 def test_both_arms_at_eye_and_patient_level_with_ordered_cis_and_the_paired_test(study):

@@ -32,8 +32,8 @@ LABEL_KEYS = ["patient_id", "study_uid", "series_uid", "file"]
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic") / "tiny"
+def cohort(module_tmp) -> Path:
+    out = module_tmp("synthetic") / "tiny"
     generate_cohort(out, size="tiny", seed=0)
     return out
 
@@ -304,8 +304,8 @@ def similarity_gap(features: np.ndarray, groups: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def small_radiographs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("small")
+def small_radiographs(module_tmp) -> dict[str, Path]:
+    root = module_tmp("small")
     made = {}
     for name, effect, strength in (("strong", True, 3.0), ("none", True, 0.0), ("no_effect", False, 3.0)):
         made[name] = root / name

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import urllib.error
 import urllib.request
@@ -35,9 +37,11 @@ from clinical.tracking import (
     predict_registered,
     register_run_model,
     replay_outbox,
+    save_classifier,
 )
 from clinical.tracking.server import free_port, wait_until_up
-from clinical.training import BaseCallback, TrainConfig, fit
+from clinical.tracking.versions import load_pyfunc
+from clinical.training import BaseCallback, TrainConfig, fit, load_result
 from clinical.workflows import train_fold
 
 pytestmark = pytest.mark.servers
@@ -46,21 +50,21 @@ CONFIG = dict(model="resnet18", image_size=(48, 48), epochs=3, batch_size=16, un
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_tracking(tmp_path_factory.mktemp("mlflow-server")) as running:
+def server(module_tmp):
+    with mlflow_tracking(module_tmp("mlflow-server")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def split_path(small_radiographs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("split") / "split.parquet"
+def split_path(small_radiographs: Path, module_tmp) -> Path:
+    path = module_tmp("split") / "split.parquet"
     write_split(split_manifest(read_manifest(small_radiographs), folds=3, seed=0), path)
     return path
 
 
 @pytest.fixture(scope="module")
-def fold_run(server, small_radiographs: Path, split_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("fold0")
+def fold_run(server, small_radiographs: Path, split_path: Path, module_tmp):
+    out = module_tmp("fold0")
     run = train_fold(TrainConfig.build(**CONFIG), cohort_dir=small_radiographs, split_path=split_path, fold=0,
                      out=out, tracker=MlflowTracker("tracking-test"))
     return run
@@ -92,6 +96,22 @@ def test_a_run_logs_recipe_epochs_freezing_digests_plots_and_model(fold_run, spl
     artifacts = {a.path for a in client.list_artifacts(fold_run.run_id, "plots")}
     assert {"plots/roc.png", "plots/pr.png", "plots/calibration.png", "plots/confusion.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(fold_run.run_id, "model")} >= {"model/MLmodel"}
+
+
+def test_saving_and_loading_a_model_leave_no_copy_of_it_in_the_temporary_folder(
+    champion, fold_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A scheduled job saves or loads a model every run: a copy of the weights left behind each time fills a disk."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    save_classifier(load_result(fold_run.out), tmp_path / "model")
+    assert list(scratch.iterdir()) == []
+    model = load_pyfunc(f"models:/radiograph-test@{CHAMPION}")
+    assert len(list(scratch.iterdir())) == 1  # the model's code is imported from its folder while it lives
+    del model
+    gc.collect()
+    assert list(scratch.iterdir()) == []
 
 
 def test_a_fresh_process_predicts_from_dicom_bytes_what_training_predicted(

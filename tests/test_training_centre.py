@@ -21,8 +21,8 @@ from clinical.training.inference import predict
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, pd.DataFrame, object]:
-    root = tmp_path_factory.mktemp("centre")
+def trained(module_tmp) -> tuple[Path, pd.DataFrame, object]:
+    root = module_tmp("centre")
     manifest = write_toy_cohort(root / "cohort", patients=18)
     split = split_manifest(manifest, folds=3, seed=0)
     config = TrainConfig.build(model=TINY, image_size=(16, 16), epochs=2, unfreeze_every=1, batch_size=8, lr=1e-2,

@@ -27,8 +27,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    root = tmp_path_factory.mktemp("toy-cuda")
+def toy(module_tmp) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    root = module_tmp("toy-cuda")
     manifest = write_toy_cohort(root / "cohort", patients=24)
     return root / "cohort", manifest, split_manifest(manifest, folds=3, seed=0)
 

@@ -20,8 +20,8 @@ from clinical.training import BaseCallback, Callback, TrainConfig, fit, load_che
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    root = tmp_path_factory.mktemp("toy")
+def toy(module_tmp) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    root = module_tmp("toy")
     manifest = write_toy_cohort(root / "cohort", patients=24)
     return root / "cohort", manifest, split_manifest(manifest, folds=3, seed=0)
 

@@ -29,8 +29,8 @@ SIZE = (32, 32)
 
 
 @pytest.fixture(scope="module")
-def domain_backbone(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("source")
+def domain_backbone(module_tmp) -> Path:
+    root = module_tmp("source")
     generate_cohort(root / "raw", size="small", seed=7, finding_strength=3.0, patient_effect=False,
                     tasks=("radiographs",))
     task = root / "raw" / "radiographs"

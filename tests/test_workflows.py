@@ -37,14 +37,14 @@ RECIPE = dict(model=TINY, image_size=(32, 32), epochs=2, unfreeze_every=1, batch
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_tracking(tmp_path_factory.mktemp("mlflow-workflows")) as running:
+def server(module_tmp):
+    with mlflow_tracking(module_tmp("mlflow-workflows")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def split_path(small_radiographs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("split") / "split.parquet"
+def split_path(small_radiographs: Path, module_tmp) -> Path:
+    path = module_tmp("split") / "split.parquet"
     split_cohort(small_radiographs, path, folds=3, seed=0)
     return path
 

@@ -216,31 +216,32 @@ def save_classifier(
     path = Path(path)
     if path.exists():  # a fold trained again replaces its model
         shutil.rmtree(path)
-    staging = Path(tempfile.mkdtemp(prefix="clinical-model-"))
-    code = staging / "code" / "clinical"
-    # The served model needs the library, not the synthetic-cohort generator (whose fake identities would
-    # otherwise sit in every model's artifacts).
-    shutil.copytree(Path(clinical.__file__).parent, code, ignore=shutil.ignore_patterns("synthetic", "__pycache__"))
-    checkpoint = _load_weights(result.best_checkpoint)
-    weights = staging / "weights.pt"
-    torch.save(checkpoint["model"], weights)
-    spec = classifier_spec(result, ingest_options=ingest_options, limits=limits)
-    spec["sites"] = list(checkpoint.get("sites", []))  # a centre-aware model's site vocabulary travels with it
-    spec_path = staging / "classifier.json"
-    spec_path.write_text(json.dumps(spec, indent=2))
-    example = pd.DataFrame({FILE_COLUMN: [_npy_base64(np.zeros(_example_shape(spec), dtype=np.float32))]})
-    mlflow.pyfunc.save_model(
-        path,
-        python_model=str(Path(__file__).with_name("served_model.py")),
-        artifacts={"weights": str(weights), "spec": str(spec_path)},
-        code_paths=[str(code)],
-        signature=ModelSignature(
-            inputs=Schema([ColSpec("string", FILE_COLUMN)]),
-            outputs=Schema([ColSpec("double", name) for name in [*spec["classes"], *_extra_outputs(spec)]]),
-        ),
-        input_example=example,
-        pip_requirements=_requirements(),
-    )
+    with tempfile.TemporaryDirectory(prefix="clinical-model-") as folder:
+        staging = Path(folder)
+        code = staging / "code" / "clinical"
+        # The served model needs the library, not the synthetic-cohort generator (whose fake identities would
+        # otherwise sit in every model's artifacts).
+        shutil.copytree(Path(clinical.__file__).parent, code, ignore=shutil.ignore_patterns("synthetic", "__pycache__"))
+        checkpoint = _load_weights(result.best_checkpoint)
+        weights = staging / "weights.pt"
+        torch.save(checkpoint["model"], weights)
+        spec = classifier_spec(result, ingest_options=ingest_options, limits=limits)
+        spec["sites"] = list(checkpoint.get("sites", []))  # a centre-aware model's site vocabulary travels with it
+        spec_path = staging / "classifier.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+        example = pd.DataFrame({FILE_COLUMN: [_npy_base64(np.zeros(_example_shape(spec), dtype=np.float32))]})
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=str(Path(__file__).with_name("served_model.py")),
+            artifacts={"weights": str(weights), "spec": str(spec_path)},
+            code_paths=[str(code)],
+            signature=ModelSignature(
+                inputs=Schema([ColSpec("string", FILE_COLUMN)]),
+                outputs=Schema([ColSpec("double", name) for name in [*spec["classes"], *_extra_outputs(spec)]]),
+            ),
+            input_example=example,
+            pip_requirements=_requirements(),
+        )
     return path
 
 

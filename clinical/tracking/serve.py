@@ -298,11 +298,12 @@ def build_app(model: str | Any, settings: ServeSettings | None = None) -> ASGIAp
     The pyfunc's own limits (rows, file bytes, threads) come from the model and
     ``CLINICAL_SERVE_*``: set them before this call, which loads the model.
     """
-    import mlflow.pyfunc
     from mlflow.pyfunc import scoring_server
 
+    from clinical.tracking.versions import load_pyfunc
+
     settings = settings or ServeSettings()
-    loaded = mlflow.pyfunc.load_model(model) if isinstance(model, str) else model
+    loaded = load_pyfunc(model) if isinstance(model, str) else model
     # MLflow reads its timeout when the app is built: the same as ours, so its 504 and our deadline agree.
     os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(max(1, round(settings.timeout)))
     return _Guard(scoring_server.init(_RecordingModel(loaded)), settings)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,5 +120,18 @@ def log_version_report(version: RegisteredVersion, folder: str | Path, *, client
 
 
 def load_pyfunc(uri: str) -> Any:
-    """The servable model of ``uri``: ``predict`` takes a table with a base64 ``file`` column."""
-    return mlflow.pyfunc.load_model(uri)
+    """The servable model of ``uri``: ``predict`` takes a table with a base64 ``file`` column.
+
+    MLflow downloads a registered model into a temporary folder it never removes, so every scheduled
+    run would leave a copy of the weights behind; here the folder goes with the model (when it is
+    collected, or when the process ends). It lives as long as the model because the model's code is
+    imported from it.
+    """
+    folder = tempfile.mkdtemp(prefix="clinical-loaded-model-")
+    try:
+        model = mlflow.pyfunc.load_model(uri, dst_path=folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
+    return model
